@@ -1,0 +1,166 @@
+"""Pure core: the validated cluster configuration (frozen dataclasses, no I/O).
+
+Built only by config.load.parse_inventory, which validates the raw YAML first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+from kubeboot.config.versions import KubernetesVersion
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+API_VERSION = "kubeboot.io/v1alpha1"
+KIND = "Cluster"
+APISERVER_BIND_PORT = 6443
+
+
+class Role(str, Enum):
+    CONTROL_PLANE = "control-plane"
+    WORKER = "worker"
+    LOAD_BALANCER = "load-balancer"
+
+
+class LoadBalancerMode(str, Enum):
+    EXTERNAL_NGINX = "external-nginx"  # dedicated LB host(s) proxy ENDPOINT:PORT to every API server
+    NODE_LOCAL = "node-local"  # nginx on 127.0.0.1:6443 on each non-control-plane node
+    NONE = "none"  # the endpoint is provided by the user (cloud LB, DNS, VIP)
+
+
+class KeyAlgorithm(str, Enum):
+    RSA_2048 = "RSA-2048"
+    RSA_3072 = "RSA-3072"
+    RSA_4096 = "RSA-4096"
+    ECDSA_P256 = "ECDSA-P256"
+    ECDSA_P384 = "ECDSA-P384"
+
+
+CgroupDriver = Literal["systemd", "cgroupfs"]
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    user: str = "root"
+    port: int = 22
+    key_path: str | None = "~/.ssh/id_ed25519"
+    bastion: str | None = None  # "user@host:port" of a jump host
+    sudo_password_env: str | None = None  # name of an env var holding the sudo password, never the password
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # also the Kubernetes node name (lower-case DNS-1123 subdomain)
+    address: IPAddress  # advertise address / kubelet node IP / SSH target unless ssh.address is set
+    roles: frozenset[Role]
+    ssh: SSHSettings
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_control_plane(self) -> bool:
+        return Role.CONTROL_PLANE in self.roles
+
+    @property
+    def is_worker(self) -> bool:
+        return Role.WORKER in self.roles
+
+    @property
+    def is_load_balancer(self) -> bool:
+        return Role.LOAD_BALANCER in self.roles
+
+    @property
+    def is_node(self) -> bool:
+        """Runs a kubelet (control planes and workers; a pure LB host does not)."""
+        return self.is_control_plane or self.is_worker
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str  # DNS name or IP literal (no brackets)
+    port: int
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    def hostport(self) -> str:
+        """host:port with IPv6 literals bracketed, as used in URLs and join commands."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def url(self) -> str:
+        return f"https://{self.hostport()}"
+
+
+@dataclass(frozen=True)
+class Networking:
+    pod_subnet: IPNetwork
+    service_subnet: IPNetwork
+    dns_domain: str
+    node_cidr_mask_size: int  # kube-controller-manager default: 24 (IPv4), 64 (IPv6)
+
+
+@dataclass(frozen=True)
+class Certificates:
+    key_algorithm: KeyAlgorithm = KeyAlgorithm.RSA_2048
+    api_server_cert_sans: tuple[str, ...] = ()
+    validity_days: int = 365  # kubeadm CertificateValidityPeriod 8760h
+    ca_validity_days: int = 3650  # kubeadm CACertificateValidityPeriod 87600h
+
+
+@dataclass(frozen=True)
+class ContainerRuntime:
+    cgroup_driver: CgroupDriver = "systemd"
+    cri_socket: str = "unix:///var/run/containerd/containerd.sock"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str  # metadata.name: names the state directory
+    version: KubernetesVersion
+    control_plane_endpoint: Endpoint
+    networking: Networking
+    load_balancer_mode: LoadBalancerMode
+    certificates: Certificates
+    runtime: ContainerRuntime
+    hosts: tuple[Host, ...]
+    image_repository: str = "registry.k8s.io"
+    cluster_name: str = "kubernetes"  # kubeadm ClusterConfiguration.clusterName (kubeconfig cluster name)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def control_planes(self) -> tuple[Host, ...]:
+        """Control planes in inventory order; the first is the init node."""
+        return tuple(h for h in self.hosts if h.is_control_plane)
+
+    @property
+    def first_control_plane(self) -> Host:
+        return self.control_planes[0]
+
+    @property
+    def load_balancers(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.is_load_balancer)
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @property
+    def apiserver_service_ip(self) -> IPAddress:
+        """First usable address of the service subnet (kubeadm GetAPIServerVirtualIP)."""
+        return self.networking.service_subnet[1]
+
+    @property
+    def dns_service_ip(self) -> IPAddress:
+        """Tenth address of the service subnet (kubeadm GetDNSIP)."""
+        return self.networking.service_subnet[10]

@@ -1,0 +1,87 @@
+"""Error tree (shared by every layer). Each class carries its exit code; only cli.py turns them into output.
+
+Exit codes are part of the CLI contract (documented in README.md):
+  1 unexpected/internal, 2 usage (click), 3 config, 4 state, 5 preflight, 6 remote command,
+  7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo, 12 join/discovery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KubebootError(Exception):
+    """Base of every error kubeboot reports on purpose (never a traceback without --debug)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation finding: a field path, what is wrong, and whether it blocks."""
+
+    path: str
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(KubebootError):
+    """The inventory or a flag is invalid; carries every problem found, not just the first."""
+
+    exit_code = 3
+
+    def __init__(self, problems: list[Problem], *, source: str = "inventory") -> None:
+        self.problems = problems
+        self.source = source
+        errors = [p for p in problems if p.severity == "error"]
+        lines = "\n".join(f"  {p}" for p in errors)
+        super().__init__(
+            f"{source}: {len(errors)} problem(s):\n{lines}",
+            hint="fix the fields named above and run again; nothing was changed",
+        )
+
+
+class StateError(KubebootError):
+    """The local state directory is inconsistent (e.g. a CA certificate without its key)."""
+
+    exit_code = 4
+
+
+class PreflightError(KubebootError):
+    exit_code = 5
+
+
+class RemoteCommandError(KubebootError):
+    exit_code = 6
+
+
+class HostsFailedError(KubebootError):
+    exit_code = 7
+
+
+class HostConnectionError(KubebootError):
+    exit_code = 8
+
+
+class AuthenticationError(KubebootError):
+    exit_code = 9
+
+
+class HostKeyError(KubebootError):
+    exit_code = 10
+
+
+class SudoError(KubebootError):
+    exit_code = 11
+
+
+class JoinError(KubebootError):
+    exit_code = 12

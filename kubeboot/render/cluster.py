@@ -1,0 +1,111 @@
+"""Pure core: the complete desired file set of every host, from config + PKI + bootstrap token."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from kubeboot.config.model import APISERVER_BIND_PORT, ClusterConfig, Host
+from kubeboot.pki.bundle import ClusterPki, clients_for
+from kubeboot.pki.certs import CAS, LEAVES
+from kubeboot.pki.keys import private_key_pem, public_key_pem
+from kubeboot.pki.tokens import BootstrapToken
+from kubeboot.plan.artifact import Artifact
+from kubeboot.render import kubeconfig, manifests
+from kubeboot.render.lb import nginx_conf
+from kubeboot.render.node import node_artifacts
+
+K8S = "/etc/kubernetes"
+PKI = f"{K8S}/pki"
+MANIFESTS = f"{K8S}/manifests"
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The few host facts rendering depends on (gathered over SSH later; defaults assume Debian/Ubuntu)."""
+
+    ca_dirs: Sequence[str] = manifests.DEFAULT_CA_DIRS
+
+
+def local_api_url(host: Host) -> str:
+    ip = str(host.address)
+    return f"https://[{ip}]:{APISERVER_BIND_PORT}" if ":" in ip else f"https://{ip}:{APISERVER_BIND_PORT}"
+
+
+def _kubeconfig_server(cfg: ClusterConfig, host: Host, file: str) -> str:
+    """admin/super-admin: the endpoint. controller-manager/scheduler: this node's own API server.
+    kubelet.conf: the endpoint on the init node; a joined control plane's kubelet talks to its local API server
+    (ControlPlaneKubeletLocalMode, GA since 1.35), so it keeps working while the endpoint is re-pointed."""
+    if file in ("controller-manager.conf", "scheduler.conf"):
+        return local_api_url(host)
+    if file == "kubelet.conf" and host.name != cfg.first_control_plane.name and cfg.version.facts.kubelet_local_mode:
+        return local_api_url(host)
+    return cfg.control_plane_endpoint.url()
+
+
+def _control_plane_files(cfg: ClusterConfig, pki: ClusterPki, host: Host, facts: HostFacts) -> list[Artifact]:
+    out: list[Artifact] = []
+    for spec in CAS:
+        pair = pki.cas[spec.id]
+        out.append(Artifact(f"{PKI}/{spec.base}.crt", pair.cert_pem(), 0o644))
+        out.append(Artifact(f"{PKI}/{spec.base}.key", pair.key_pem(), 0o600, secret=True))
+    out.append(Artifact(f"{PKI}/sa.key", private_key_pem(pki.sa_key), 0o600, secret=True))
+    out.append(Artifact(f"{PKI}/sa.pub", public_key_pem(pki.sa_key.public_key()), 0o600))
+    for leaf in LEAVES:
+        pair = pki.leaves[(host.name, leaf.id)]
+        out.append(Artifact(f"{PKI}/{leaf.base}.crt", pair.cert_pem(), 0o644))
+        out.append(Artifact(f"{PKI}/{leaf.base}.key", pair.key_pem(), 0o600, secret=True))
+    ca_pem = pki.cas["ca"].cert_pem()
+    for client in clients_for(cfg, host):
+        pair = pki.clients[(host.name, client.file)]
+        content = kubeconfig.client_cert_kubeconfig(cfg.cluster_name, _kubeconfig_server(cfg, host, client.file),
+                                                    ca_pem, client.cn_for(host), pair.cert_pem(), pair.key_pem())
+        out.append(Artifact(f"{K8S}/{client.file}", content, 0o600, secret=True))
+    pods = {
+        "etcd": manifests.etcd(cfg, host),
+        "kube-apiserver": manifests.apiserver(cfg, host, facts.ca_dirs),
+        "kube-controller-manager": manifests.controller_manager(cfg, host, facts.ca_dirs),
+        "kube-scheduler": manifests.scheduler(cfg, host),
+    }
+    for name, pod in pods.items():
+        out.append(Artifact(f"{MANIFESTS}/{name}.yaml", manifests.dump(pod), 0o600))
+    return out
+
+
+def _worker_files(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken) -> list[Artifact]:
+    """What a worker needs before TLS bootstrap: the cluster CA certificate (never a CA key) and a bootstrap
+    kubeconfig whose token lets the kubelet request its own client certificate."""
+    ca_pem = pki.cas["ca"].cert_pem()
+    user = "tls-bootstrap-token-user"
+    content = kubeconfig.token_kubeconfig(cfg.cluster_name, cfg.control_plane_endpoint.url(), ca_pem, user,
+                                          str(token))
+    return [
+        Artifact(f"{PKI}/ca.crt", ca_pem, 0o644),
+        Artifact(f"{K8S}/bootstrap-kubelet.conf", content, 0o600, secret=True),
+    ]
+
+
+def render_host(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken, host: Host,
+                facts: HostFacts | None = None) -> tuple[Artifact, ...]:
+    facts = facts or HostFacts()
+    out: list[Artifact] = []
+    if host.is_control_plane:
+        out += _control_plane_files(cfg, pki, host, facts)
+    elif host.is_worker:
+        out += _worker_files(cfg, pki, token)
+    if host.is_node:
+        out += node_artifacts(cfg, host)
+    lb = nginx_conf(cfg, host)
+    if lb is not None:
+        out.append(lb)
+    paths = [a.path for a in out]
+    if len(paths) != len(set(paths)):
+        raise AssertionError(f"duplicate artifact paths for {host.name}")
+    return tuple(sorted(out, key=lambda a: a.path))
+
+
+def render_cluster(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken,
+                   facts: Mapping[str, HostFacts] | None = None) -> dict[str, tuple[Artifact, ...]]:
+    """Every host's artifacts, keyed by host name, in inventory order."""
+    facts = facts or {}
+    return {h.name: render_host(cfg, pki, token, h, facts.get(h.name)) for h in cfg.hosts}

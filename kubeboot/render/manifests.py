@@ -1,0 +1,260 @@
+"""Pure core: the four static-pod manifests, field for field as kubeadm writes them.
+
+Sources (kubeadm at the target tag): phases/controlplane/manifests.go (flags), phases/controlplane/volumes.go,
+util/staticpod/utils.go (pod skeleton, probes), phases/etcd/local.go (etcd flags, volumes, probes).
+kubeadm marshals a v1.Pod through sigs.k8s.io/yaml, which sorts keys; we dump with sorted keys too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from kubeboot.config.model import APISERVER_BIND_PORT, ClusterConfig, Host
+
+PKI = "/etc/kubernetes/pki"
+ETCD_DATA_DIR = "/var/lib/etcd"
+PROBE_PORT = "probe-port"
+# ControlPlaneComponentHealthCheck (4m) / startup period (10s), rounded up.
+STARTUP_FAILURE_THRESHOLD = math.ceil(240 / 10)
+# kubeadm's caCertsExtraVolumePaths are mounted only where they exist; without facts we assume a
+# Debian/Ubuntu host, which has these three. Facts from the host replace this default.
+DEFAULT_CA_DIRS: tuple[str, ...] = ("/etc/ca-certificates", "/usr/share/ca-certificates",
+                                    "/usr/local/share/ca-certificates")
+KNOWN_CA_DIRS: tuple[str, ...] = ("/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/ca-certificates",
+                                  "/usr/share/ca-certificates", "/usr/local/share/ca-certificates")
+
+
+def _bracket(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _flags(binary: str, args: dict[str, str]) -> list[str]:
+    """kubeadm ArgumentsToCommand: `--name=value`, sorted by name, after the binary name."""
+    return [binary] + [f"--{k}={args[k]}" for k in sorted(args)]
+
+
+def _probe(host: str, path: str, scheme: str, initial: int, failure: int, period: int) -> dict[str, Any]:
+    probe: dict[str, Any] = {
+        "failureThreshold": failure,
+        "httpGet": {"host": host, "path": path, "port": PROBE_PORT, "scheme": scheme},
+        "periodSeconds": period,
+        "timeoutSeconds": 15,
+    }
+    if initial:
+        probe["initialDelaySeconds"] = initial
+    return probe
+
+
+def _probes(host: str, scheme: str, live: str, ready: str | None, startup: str) -> dict[str, Any]:
+    out = {
+        "livenessProbe": _probe(host, live, scheme, 10, 8, 10),
+        "startupProbe": _probe(host, startup, scheme, 10, STARTUP_FAILURE_THRESHOLD, 10),
+    }
+    if ready is not None:
+        out["readinessProbe"] = _probe(host, ready, scheme, 0, 3, 1)
+    return out
+
+
+def _volume(name: str, path: str, kind: str) -> dict[str, Any]:
+    return {"hostPath": {"path": path, "type": kind}, "name": name}
+
+
+def _mount(name: str, path: str, read_only: bool) -> dict[str, Any]:
+    m: dict[str, Any] = {"mountPath": path, "name": name}
+    if read_only:
+        m["readOnly"] = True
+    return m
+
+
+def _pod(name: str, image: str, command: list[str], port: int, cpu: str, probes: dict[str, Any],
+         volumes: Sequence[tuple[str, str, str, bool]], annotations: dict[str, str] | None,
+         memory: str | None = None) -> dict[str, Any]:
+    """staticpod.ComponentPod: kube-system, component/tier labels, hostNetwork, system-node-critical."""
+    requests: dict[str, str] = {"cpu": cpu}
+    if memory:
+        requests["memory"] = memory
+    ordered = sorted(volumes, key=lambda v: v[0])
+    container: dict[str, Any] = {
+        "command": command,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "name": name,
+        "ports": [{"containerPort": port, "name": PROBE_PORT, "protocol": "TCP"}],
+        "resources": {"requests": requests},
+        "volumeMounts": [_mount(n, path, ro) for n, path, _kind, ro in ordered],
+        **probes,
+    }
+    metadata: dict[str, Any] = {
+        "labels": {"component": name, "tier": "control-plane"},
+        "name": name,
+        "namespace": "kube-system",
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "containers": [container],
+            "hostNetwork": True,
+            "priority": 2000001000,
+            "priorityClassName": "system-node-critical",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "volumes": [_volume(n, path, kind) for n, path, kind, _ro in ordered],
+        },
+    }
+
+
+def dump(doc: dict[str, Any]) -> bytes:
+    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False).encode()
+
+
+def _ca_volumes(ca_dirs: Sequence[str]) -> list[tuple[str, str, str, bool]]:
+    vols = [("k8s-certs", PKI, "DirectoryOrCreate", True), ("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate", True)]
+    for path in KNOWN_CA_DIRS:
+        if path in ca_dirs:
+            vols.append((path.replace("/", "-")[1:], path, "DirectoryOrCreate", True))
+    return vols
+
+
+def _image(cfg: ClusterConfig, component: str) -> str:
+    return f"{cfg.image_repository}/{component}:{cfg.version.tag.replace('+', '_')}"
+
+
+def apiserver(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = DEFAULT_CA_DIRS) -> dict[str, Any]:
+    adv = str(host.address)
+    loopback = "::1" if host.address.version == 6 else "127.0.0.1"
+    args = {
+        "advertise-address": adv,
+        "allow-privileged": "true",
+        "authorization-mode": "Node,RBAC",
+        "client-ca-file": f"{PKI}/ca.crt",
+        "enable-admission-plugins": "NodeRestriction",
+        "enable-bootstrap-token-auth": "true",
+        "etcd-cafile": f"{PKI}/etcd/ca.crt",
+        "etcd-certfile": f"{PKI}/apiserver-etcd-client.crt",
+        "etcd-keyfile": f"{PKI}/apiserver-etcd-client.key",
+        "etcd-servers": f"https://{_bracket(loopback)}:2379",
+        "kubelet-client-certificate": f"{PKI}/apiserver-kubelet-client.crt",
+        "kubelet-client-key": f"{PKI}/apiserver-kubelet-client.key",
+        "kubelet-preferred-address-types": "InternalIP,ExternalIP,Hostname",
+        "proxy-client-cert-file": f"{PKI}/front-proxy-client.crt",
+        "proxy-client-key-file": f"{PKI}/front-proxy-client.key",
+        "requestheader-allowed-names": "front-proxy-client",
+        "requestheader-client-ca-file": f"{PKI}/front-proxy-ca.crt",
+        "requestheader-extra-headers-prefix": "X-Remote-Extra-",
+        "requestheader-group-headers": "X-Remote-Group",
+        "requestheader-username-headers": "X-Remote-User",
+        "secure-port": str(APISERVER_BIND_PORT),
+        "service-account-issuer": f"https://kubernetes.default.svc.{cfg.networking.dns_domain}",
+        "service-account-key-file": f"{PKI}/sa.pub",
+        "service-account-signing-key-file": f"{PKI}/sa.key",
+        "service-cluster-ip-range": str(cfg.networking.service_subnet),
+        "tls-cert-file": f"{PKI}/apiserver.crt",
+        "tls-private-key-file": f"{PKI}/apiserver.key",
+    }
+    return _pod(
+        "kube-apiserver", _image(cfg, "kube-apiserver"), _flags("kube-apiserver", args), APISERVER_BIND_PORT, "250m",
+        _probes(adv, "HTTPS", "/livez", "/readyz", "/livez"), _ca_volumes(ca_dirs),
+        {"kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint": f"{_bracket(adv)}:{APISERVER_BIND_PORT}"},
+    )
+
+
+def controller_manager(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = DEFAULT_CA_DIRS) -> dict[str, Any]:
+    kubeconfig = "/etc/kubernetes/controller-manager.conf"
+    args = {
+        "allocate-node-cidrs": "true",
+        "authentication-kubeconfig": kubeconfig,
+        "authorization-kubeconfig": kubeconfig,
+        "bind-address": "127.0.0.1",
+        "client-ca-file": f"{PKI}/ca.crt",
+        "cluster-cidr": str(cfg.networking.pod_subnet),
+        "cluster-name": cfg.cluster_name,
+        "cluster-signing-cert-file": f"{PKI}/ca.crt",
+        "cluster-signing-key-file": f"{PKI}/ca.key",
+        "controllers": "*,bootstrapsigner,tokencleaner",
+        "kubeconfig": kubeconfig,
+        "leader-elect": "true",
+        "requestheader-client-ca-file": f"{PKI}/front-proxy-ca.crt",
+        "root-ca-file": f"{PKI}/ca.crt",
+        "service-account-private-key-file": f"{PKI}/sa.key",
+        "service-cluster-ip-range": str(cfg.networking.service_subnet),
+        "use-service-account-credentials": "true",
+    }
+    default_mask = 24 if cfg.networking.pod_subnet.version == 4 else 64
+    if cfg.networking.node_cidr_mask_size != default_mask:
+        args["node-cidr-mask-size"] = str(cfg.networking.node_cidr_mask_size)
+    volumes = _ca_volumes(ca_dirs) + [("kubeconfig", kubeconfig, "FileOrCreate", True)]
+    if cfg.version.facts.kcm_flexvolume_dir:
+        volumes.append(("flexvolume-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+                        "DirectoryOrCreate", False))
+    return _pod(
+        "kube-controller-manager", _image(cfg, "kube-controller-manager"), _flags("kube-controller-manager", args),
+        10257, "200m", _probes("127.0.0.1", "HTTPS", "/healthz", None, "/healthz"), volumes, None,
+    )
+
+
+def scheduler(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
+    kubeconfig = "/etc/kubernetes/scheduler.conf"
+    args = {
+        "authentication-kubeconfig": kubeconfig,
+        "authorization-kubeconfig": kubeconfig,
+        "bind-address": "127.0.0.1",
+        "kubeconfig": kubeconfig,
+        "leader-elect": "true",
+    }
+    return _pod(
+        "kube-scheduler", _image(cfg, "kube-scheduler"), _flags("kube-scheduler", args), 10259, "100m",
+        _probes("127.0.0.1", "HTTPS", "/livez", "/readyz", "/livez"),
+        [("kubeconfig", kubeconfig, "FileOrCreate", True)], None,
+    )
+
+
+def etcd_peer_url(host: Host) -> str:
+    return f"https://{_bracket(str(host.address))}:2380"
+
+
+def etcd(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
+    """Stacked etcd. Members join in inventory order, as `kubeadm join --control-plane` adds them: the first
+    starts a new cluster alone; member N lists members 1..N with --initial-cluster-state=existing."""
+    adv = _bracket(str(host.address))
+    loopback = "::1" if host.address.version == 6 else "127.0.0.1"
+    cps = cfg.control_planes
+    index = [h.name for h in cps].index(host.name)
+    args = {
+        "advertise-client-urls": f"https://{adv}:2379",
+        "cert-file": f"{PKI}/etcd/server.crt",
+        "client-cert-auth": "true",
+        "data-dir": ETCD_DATA_DIR,
+        "feature-gates": "InitialCorruptCheck=true",
+        "initial-advertise-peer-urls": etcd_peer_url(host),
+        "initial-cluster": ",".join(f"{h.name}={etcd_peer_url(h)}" for h in cps[: index + 1]),
+        "key-file": f"{PKI}/etcd/server.key",
+        "listen-client-urls": f"https://{_bracket(loopback)}:2379,https://{adv}:2379",
+        "listen-metrics-urls": f"http://{_bracket(loopback)}:2381",
+        "listen-peer-urls": etcd_peer_url(host),
+        "name": host.name,
+        "peer-cert-file": f"{PKI}/etcd/peer.crt",
+        "peer-client-cert-auth": "true",
+        "peer-key-file": f"{PKI}/etcd/peer.key",
+        "peer-trusted-ca-file": f"{PKI}/etcd/ca.crt",
+        "snapshot-count": "10000",
+        "trusted-ca-file": f"{PKI}/etcd/ca.crt",
+        "watch-progress-notify-interval": "5s",
+    }
+    if index > 0:
+        args["initial-cluster-state"] = "existing"
+    image = f"{cfg.image_repository}/etcd:{cfg.version.facts.etcd_image_tag}"
+    return _pod(
+        "etcd", image, _flags("etcd", args), 2381, "100m",
+        _probes(loopback, "HTTP", "/livez", "/readyz", "/readyz"),
+        [("etcd-data", ETCD_DATA_DIR, "DirectoryOrCreate", False),
+         ("etcd-certs", f"{PKI}/etcd", "DirectoryOrCreate", False)],
+        {"kubeadm.kubernetes.io/etcd.advertise-client-urls": f"https://{adv}:2379"},
+        memory="100Mi",
+    )

@@ -1,0 +1,83 @@
+"""Pure core: per-node files — kubelet configuration and flags, the systemd drop-in, containerd, kernel settings.
+
+kubelet defaults follow kubeadm componentconfigs/kubelet.go (Default); the flags file follows
+phases/kubelet/flags.go; instance-config.yaml follows phases/kubelet/config.go (NodeLocalCRISocket).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kubeboot.config.model import ClusterConfig, Host
+from kubeboot.plan.artifact import Artifact
+from kubeboot.render.templates import render_template
+
+KUBELET_DIR = "/var/lib/kubelet"
+KUBELET_BINARY = "/usr/bin/kubelet"
+
+
+def kubelet_config(cfg: ClusterConfig) -> dict[str, Any]:
+    """The cluster-wide KubeletConfiguration (what kubeadm stores in the kubelet-config ConfigMap)."""
+    doc: dict[str, Any] = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": "/etc/kubernetes/pki/ca.crt"},
+        },
+        "authorization": {"mode": "Webhook"},
+        "cgroupDriver": cfg.runtime.cgroup_driver,
+        "clusterDNS": [str(cfg.dns_service_ip)],
+        "clusterDomain": cfg.networking.dns_domain,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": 10248,
+        "rotateCertificates": True,
+        "staticPodPath": "/etc/kubernetes/manifests",
+    }
+    return doc
+
+
+def kubelet_node_config(cfg: ClusterConfig) -> dict[str, Any]:
+    """config.yaml on a node: the cluster config with instance-config.yaml merged in, as kubeadm writes it."""
+    doc = kubelet_config(cfg)
+    if cfg.version.facts.node_local_cri_socket:
+        doc["containerRuntimeEndpoint"] = cfg.runtime.cri_socket
+    return doc
+
+
+def kubeadm_flags(cfg: ClusterConfig, host: Host) -> bytes:
+    """KUBELET_KUBEADM_ARGS. kubeboot always passes --node-ip (the inventory address) so that a node with
+    several interfaces (Vagrant's shared NAT 10.0.2.15, cloud VMs) registers the address the cluster uses,
+    and --hostname-override so the node name is the inventory name whatever the OS hostname is."""
+    args = {"hostname-override": host.name, "node-ip": str(host.address)}
+    if not cfg.version.facts.node_local_cri_socket:
+        args["container-runtime-endpoint"] = cfg.runtime.cri_socket
+    line = " ".join(f"--{k}={args[k]}" for k in sorted(args))
+    return f'KUBELET_KUBEADM_ARGS="{line}"\n'.encode()
+
+
+def node_artifacts(cfg: ClusterConfig, host: Host) -> list[Artifact]:
+    facts = cfg.version.facts
+    sandbox = f"{cfg.image_repository}/pause:{facts.pause_tag}"
+    out = [
+        Artifact(f"{KUBELET_DIR}/config.yaml",
+                 yaml.safe_dump(kubelet_node_config(cfg), sort_keys=True, default_flow_style=False).encode(), 0o644),
+        Artifact(f"{KUBELET_DIR}/kubeadm-flags.env", kubeadm_flags(cfg, host), 0o644),
+        Artifact("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+                 render_template("10-kubeadm.conf.j2", kubelet_path=KUBELET_BINARY), 0o644),
+        Artifact("/etc/containerd/config.toml",
+                 render_template("containerd-config.toml.j2", version=cfg.version.version, sandbox_image=sandbox,
+                                 cgroup_driver=cfg.runtime.cgroup_driver), 0o644),
+        Artifact("/etc/crictl.yaml", render_template("crictl.yaml.j2", cri_socket=cfg.runtime.cri_socket), 0o644),
+        Artifact("/etc/sysctl.d/99-kubernetes.conf",
+                 render_template("sysctl-kubernetes.conf.j2", ipv6=host.address.version == 6), 0o644),
+        Artifact("/etc/modules-load.d/kubernetes.conf", render_template("modules-kubernetes.conf.j2"), 0o644),
+    ]
+    if facts.node_local_cri_socket:
+        # Written verbatim as kubeadm's WriteInstanceConfigToDisk does (Go %q quoting).
+        out.append(Artifact(f"{KUBELET_DIR}/instance-config.yaml",
+                            f'containerRuntimeEndpoint: "{cfg.runtime.cri_socket}"\n'.encode(), 0o644))
+    return out
