@@ -1,0 +1,993 @@
+"""A lab of N simulated hosts on this machine, reachable over real SSH.
+
+Each host is a network namespace on a private bridge plus its own mount, UTS, IPC and PID
+namespaces, running a real OpenSSH ``sshd`` on :22.  The bridge lives inside a controller
+namespace (``kbl-<lab>-ctl``), so the root namespace gets no address or route of the lab;
+code in the root namespace reaches the hosts through :meth:`Lab.sock_for` (a socket created
+inside the controller namespace) or the ProxyCommand :meth:`Lab.proxy_command`.
+
+See ``tests/lab/README.md`` for the layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from .fabric_conn import LabConnection
+
+LAB_DIR_PREFIX = "/tmp/kubeboot-lab-"
+NETNS_PREFIX = "kbl-"
+SUBNET = "10.200.0"
+PREFIX_LEN = 24
+GATEWAY = f"{SUBNET}.1"
+SSH_PORT = 22
+MAX_HOSTS = 200
+
+#: A non-root user with password sudo on every host.
+KBUSER = "kbuser"
+KBUSER_PASSWORD = "kbpass"
+#: A non-root user without any sudo rights on every host.
+NOSUDO_USER = "nosudo"
+NOSUDO_PASSWORD = "nopass"
+_PASSWORD_HASHES = {  # openssl passwd -6 -salt kubebootlab <password>
+    KBUSER: "$6$kubebootlab$jDXoX9A8OHJQsK0SDaXuDNmoe8NVU5459cDBQFZrhyjSe/m3lDlRip8BMpNuY8Gi2laNJ7Fd2TBNDxOKxC9Rg1",
+    NOSUDO_USER: "$6$kubebootlab$zn9lkJQsxsh.87ikwG5FALaf4EOsHjozXTORB1m2g1AaFKhFAgk3lG4OKRCW2nb4E2g8Q.zql9u9.8bXZAv3I1",
+}
+_USER_IDS = {KBUSER: 2001, NOSUDO_USER: 2002}
+
+#: Directories every host has privately (bind mounts of ``<lab>/hosts/<h>/<key>``).
+PRIVATE_DIRS = (
+    "/etc/kubernetes",
+    "/etc/nginx",
+    "/var/lib/etcd",
+    "/var/lib/kubelet",
+    "/var/lib/containerd",
+    "/var/log",
+    "/root",
+    "/home",
+    "/tmp",
+)
+#: Trees that are copy-on-write overlays of the machine's (always: private files can be
+#: created there without touching the real filesystem).
+BASE_OVERLAYS = ("/etc", "/var/lib")
+#: Extra copy-on-write trees with ``overlay=True`` (package installs with dpkg).
+FULL_OVERLAYS = ("/usr", "/opt", "/srv", "/var/cache", "/var/spool", "/var/mail", "/var/backups")
+#: Inside every host: the host's harness area (``<lab>/hosts/<h>/harness``), root only.
+HARNESS_MOUNT = "/run/kubeboot-lab"
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+SAFE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "TERM": "dumb",
+}
+CLONE_NEWNET = 0x40000000
+HOSTINIT = Path(__file__).with_name("_hostinit.py")
+
+
+class LabError(RuntimeError):
+    """The lab could not be started, reached or changed."""
+
+
+def key_of(path: str) -> str:
+    """``/etc/kubernetes`` -> ``etc-kubernetes`` (directory name inside the host dir)."""
+    return path.strip("/").replace("/", "-")
+
+
+@dataclass
+class Host:
+    name: str
+    index: int
+    address: str
+    netns: str
+    root: str
+    port: int = SSH_PORT
+    init_pid: int = 0
+    launcher_pid: int = 0
+    machine_id: str = ""
+    host_key: str = ""
+    masked_dirs: list[str] = field(default_factory=list)
+
+    def dir(self, path: str) -> Path:
+        """Where the host's private ``path`` (one of PRIVATE_DIRS) lives on the real filesystem."""
+        if path not in PRIVATE_DIRS:
+            raise ValueError(f"{path} is not a private bind-mounted dir ({', '.join(PRIVATE_DIRS)})")
+        return Path(self.root) / key_of(path)
+
+    @property
+    def harness_dir(self) -> Path:
+        return Path(self.root) / "harness"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.root) / "host.log"
+
+
+# ---------------------------------------------------------------------------------------------
+# low-level helpers
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def netns_socket(netns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket that belongs to network namespace ``netns`` (created by a short-lived thread that
+    setns()-es into it; the socket keeps its namespace, the calling thread never moves)."""
+    result: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result["sock"] = socket.socket(family, kind)
+        except BaseException as e:  # handed to the caller
+            result["err"] = e
+
+    t = threading.Thread(target=worker, name=f"netns-{netns}", daemon=True)
+    t.start()
+    t.join()
+    if "err" in result:
+        raise result["err"]
+    sock: socket.socket = result["sock"]
+    return sock
+
+
+def _run(argv: Sequence[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(list(argv), input=input, capture_output=True, text=True, env=SAFE_ENV, check=False)
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p
+
+
+def _ip_batch(lines: Iterable[str], netns: str | None = None, force: bool = False) -> None:
+    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+    script = "".join(line + "\n" for line in lines)
+    if script:
+        _run(argv, input=script, check=not force)
+
+
+def _ns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _link_inode(pid: int, ns: str) -> int | None:
+    try:
+        link = os.readlink(f"/proc/{pid}/ns/{ns}")  # e.g. "net:[4026532281]"
+    except OSError:
+        return None
+    return int(link[link.index("[") + 1 : -1])
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _ancestors() -> set[int]:
+    pids = set()
+    pid = os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            break
+    return pids
+
+
+def _all_pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def _cgroup_mounts() -> list[dict[str, str]]:
+    """The machine's cgroup mounts, to be recreated inside hosts (pitfall: fresh sysfs)."""
+    for src in ("/proc/1/mountinfo", "/proc/self/mountinfo"):
+        try:
+            with open(src) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        out = []
+        for line in lines:
+            pre, _, post = line.partition(" - ")
+            fields = pre.split(" ")
+            target, options = fields[4], fields[5]
+            fstype, source, sup = (post.split(" ") + ["", "", ""])[:3]
+            if target.startswith("/sys/fs/cgroup") and fstype in ("tmpfs", "cgroup", "cgroup2"):
+                out.append({"target": target, "fstype": fstype, "source": source, "options": options, "super": sup})
+        if out:
+            return out
+    return []
+
+
+def _gen_ed25519(comment: str) -> tuple[bytes, str]:
+    """(OpenSSH private key, public key line)."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    except ImportError:  # pragma: no cover - cryptography comes with paramiko/fabric
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", f"{d}/k"])
+            return Path(f"{d}/k").read_bytes(), Path(f"{d}/k.pub").read_text().strip()
+    key = Ed25519PrivateKey.generate()
+    priv = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return priv, f"{pub.decode()} {comment}"
+
+
+def _write(path: Path, data: str | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    os.chown(path, uid, gid)
+
+
+def _mkdir(path: Path, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    os.chown(path, uid, gid)
+    return path
+
+
+def _copy_dir_skeleton(src: Path, dst: Path) -> None:
+    """Copy only the directories (modes, owners) of ``src`` -- e.g. /var/log without the logs."""
+    for dirpath, dirnames, _ in os.walk(src):
+        for d in dirnames:
+            s = Path(dirpath) / d
+            if s.is_symlink():
+                continue
+            t = dst / s.relative_to(src)
+            st = s.stat()
+            t.mkdir(exist_ok=True)
+            os.chmod(t, st.st_mode & 0o7777)
+            os.chown(t, st.st_uid, st.st_gid)
+
+
+def prerequisites() -> list[str]:
+    """Reasons the lab cannot run here (empty list: it can)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("the lab needs root (network/mount/PID namespaces, bind mounts)")
+    for tool in ("ip", "unshare", "nsenter", "mount"):
+        if shutil.which(tool, path=SAFE_ENV["PATH"]) is None:
+            problems.append(f"`{tool}` is missing (apt-get install iproute2 util-linux mount)")
+    if not Path("/usr/sbin/sshd").exists():
+        problems.append("/usr/sbin/sshd is missing (apt-get install openssh-server)")
+    if not problems:
+        probe = f"{NETNS_PREFIX}probe-{os.getpid()}"
+        p = _run(["ip", "netns", "add", probe], check=False)
+        if p.returncode != 0:
+            problems.append(f"`ip netns add` does not work here: {p.stderr.strip()}")
+        else:
+            _run(["ip", "netns", "del", probe], check=False)
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the lab
+
+
+class Lab:
+    """N hosts ``h1..hN`` = ``10.200.0.11..`` behind the controller namespace.
+
+    ``with Lab("demo", 5) as lab: ...`` starts and always tears down.  ``Lab.attach(name)``
+    re-opens a running lab from its state file (another process started it).
+    """
+
+    def __init__(self, name: str = "default", n: int = 5, overlay: bool = False, ephemeral: bool = False) -> None:
+        if not name or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 40:
+            raise ValueError("lab name: 1-40 characters of [A-Za-z0-9_-]")
+        if not 1 <= n <= MAX_HOSTS:
+            raise ValueError(f"1 <= n <= {MAX_HOSTS}")
+        self.name = name
+        self.n = n
+        self.overlay = overlay
+        self.ephemeral = ephemeral
+        self.dir = Path(f"{LAB_DIR_PREFIX}{name}")
+        self.ctl_netns = f"{NETNS_PREFIX}{name}-ctl"
+        self.hosts: list[Host] = []
+        self.owner_pid = os.getpid()
+        self._launchers: list[subprocess.Popen[bytes]] = []
+
+    # -- paths -----------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "lab.json"
+
+    @property
+    def key_path(self) -> Path:
+        """Workstation-side private key, authorised for root, kbuser and nosudo on every host."""
+        return self.dir / "keys" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.dir / "ssh_config"
+
+    def host(self, ref: str | int | Host) -> Host:
+        """A host by object, name (``"h2"``), address or 1-based index."""
+        if isinstance(ref, Host):
+            return ref
+        for h in self.hosts:
+            if ref in (h.name, h.address, h.index):
+                return h
+        raise KeyError(f"no host {ref!r} in lab {self.name}")
+
+    # -- state -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        state = {
+            "name": self.name,
+            "n": self.n,
+            "overlay": self.overlay,
+            "ephemeral": self.ephemeral,
+            "owner_pid": self.owner_pid,
+            "ctl_netns": self.ctl_netns,
+            "gateway": GATEWAY,
+            "key": str(self.key_path),
+            "known_hosts": str(self.known_hosts),
+            "ssh_config": str(self.ssh_config),
+            "proxy_command": self.proxy_command(),
+            "hosts": [asdict(h) for h in self.hosts],
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+    @classmethod
+    def attach(cls, name: str = "default") -> Lab:
+        """Open a lab started elsewhere (from its state file)."""
+        path = Path(f"{LAB_DIR_PREFIX}{name}") / "lab.json"
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LabError(f"no lab {name!r} ({path} does not exist)") from None
+        lab = cls(name, state["n"], state["overlay"], state.get("ephemeral", False))
+        lab.owner_pid = state.get("owner_pid", 0)
+        lab.hosts = [Host(**h) for h in state["hosts"]]
+        return lab
+
+    @staticmethod
+    def list_labs() -> list[str]:
+        names = {p.name[len("kubeboot-lab-") :] for p in Path("/tmp").glob("kubeboot-lab-*") if p.is_dir()}
+        with contextlib.suppress(FileNotFoundError):
+            for ns in os.listdir("/run/netns"):
+                if ns.startswith(NETNS_PREFIX) and ns.endswith("-ctl"):
+                    names.add(ns[len(NETNS_PREFIX) : -len("-ctl")])
+        return sorted(names)
+
+    # -- context manager ------------------------------------------------------------------------
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    # -- up ---------------------------------------------------------------------------------
+    def up(self, timeout: float = 30.0) -> Lab:
+        """Create namespaces, files and sshds; return when every sshd sends its banner."""
+        problems = prerequisites()
+        if problems:
+            raise LabError("; ".join(problems))
+        if self.state_path.exists() or Path(f"/run/netns/{self.ctl_netns}").exists():
+            raise LabError(f"lab {self.name!r} already exists: `python -m tests.lab down --name {self.name}` first")
+        try:
+            self._up(timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _up(self, timeout: float) -> None:
+        _mkdir(self.dir, 0o755)
+        self.hosts = [
+            Host(
+                name=f"h{i}",
+                index=i,
+                address=f"{SUBNET}.{10 + i}",
+                netns=f"{NETNS_PREFIX}{self.name}-h{i}",
+                root=str(self.dir / "hosts" / f"h{i}"),
+            )
+            for i in range(1, self.n + 1)
+        ]
+        self._save()  # early, so that `down` finds whatever a crash leaves behind
+        self._make_network()
+        _mkdir(self.key_path.parent, 0o700)
+        priv, pub = _gen_ed25519(f"kubeboot-lab-{self.name}")
+        _write(self.key_path, priv, 0o600)
+        _write(self.key_path.with_suffix(".pub"), pub + "\n", 0o644)
+        cgroups = _cgroup_mounts()
+        etc_hosts = self._etc_hosts()
+        for h in self.hosts:
+            self._prepare_host(h, pub, etc_hosts, cgroups)
+        for h in self.hosts:
+            self._launch(h)
+        self._find_inits()
+        self._write_client_files()
+        self._save()
+        deadline = time.monotonic() + timeout
+        for h in self.hosts:
+            self.wait_for_ssh(h, max(0.1, deadline - time.monotonic()))
+
+    def _make_network(self) -> None:
+        _ip_batch([f"netns add {self.ctl_netns}"] + [f"netns add {h.netns}" for h in self.hosts])
+        ctl = [
+            "link set lo up",
+            "link add br0 type bridge",
+            f"addr add {GATEWAY}/{PREFIX_LEN} dev br0",
+            "link set br0 up",
+        ]
+        # veth pairs are created directly in their namespaces: nothing ever appears in the root ns
+        _ip_batch(
+            f"link add veth-{h.name} netns {self.ctl_netns} type veth peer name eth0 netns {h.netns}"
+            for h in self.hosts
+        )
+        ctl += [f"link set veth-{h.name} master br0 up" for h in self.hosts]
+        _ip_batch(ctl, self.ctl_netns)
+        for h in self.hosts:
+            _ip_batch(
+                [
+                    "link set lo up",
+                    f"addr add {h.address}/{PREFIX_LEN} dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {GATEWAY}",
+                ],
+                h.netns,
+            )
+
+    def _etc_hosts(self) -> str:
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", f"{GATEWAY}\tworkstation"]
+        lines += [f"{h.address}\t{h.name}" for h in self.hosts]
+        return "\n".join(lines) + "\n"
+
+    def _prepare_host(self, h: Host, workstation_pub: str, etc_hosts: str, cgroups: list[dict[str, str]]) -> None:
+        root = _mkdir(Path(h.root), 0o755)
+        for d in PRIVATE_DIRS:
+            _mkdir(h.dir(d), 0o700 if d in ("/root", "/var/lib/etcd") else 0o755)
+        os.chmod(h.dir("/tmp"), 0o1777)
+        _mkdir(h.harness_dir, 0o700)
+        if Path("/etc/nginx").is_dir():
+            shutil.copytree("/etc/nginx", h.dir("/etc/nginx"), symlinks=True, dirs_exist_ok=True)
+        _copy_dir_skeleton(Path("/var/log"), h.dir("/var/log"))
+        overlays = []
+        for tree in BASE_OVERLAYS + (FULL_OVERLAYS if self.overlay else ()):
+            if not Path(tree).is_dir() or Path(tree).is_symlink():
+                continue
+            base = root / "overlay" / key_of(tree)
+            st = os.stat(tree)
+            upper = _mkdir(base / "upper", st.st_mode & 0o7777, st.st_uid, st.st_gid)
+            _mkdir(base / "work", 0o700)
+            overlays.append({"target": tree, "upper": str(upper), "work": str(base / "work")})
+        etc = root / "overlay" / "etc" / "upper"
+
+        # identity
+        h.machine_id = secrets.token_hex(16)
+        _write(etc / "hostname", h.name + "\n")
+        _write(etc / "machine-id", h.machine_id + "\n", 0o444)
+        _write(etc / "hosts", etc_hosts)
+        # DNS never leaves the host: fails at once on its own loopback (sudo resolves its hostname)
+        _write(etc / "resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+
+        # sshd with a per-host host key
+        priv, pub = _gen_ed25519(f"root@{h.name}")
+        h.host_key = pub.rsplit(" ", 1)[0]
+        _write(etc / "ssh" / "ssh_host_ed25519_key", priv, 0o600)
+        _write(etc / "ssh" / "ssh_host_ed25519_key.pub", pub + "\n")
+        _write(etc / "ssh" / "sshd_config", SSHD_CONFIG)
+
+        # users: root + kbuser (password sudo) + nosudo, each with the workstation key
+        self._write_users(etc)
+        _mkdir(h.dir("/root") / ".ssh", 0o700)
+        _write(h.dir("/root") / ".ssh" / "authorized_keys", workstation_pub + "\n", 0o600)
+        for skel in Path("/etc/skel").glob(".*"):
+            if skel.is_file():
+                shutil.copy2(skel, h.dir("/root") / skel.name)
+        for user, uid in _USER_IDS.items():
+            home = _mkdir(h.dir("/home") / user, 0o755, uid, uid)
+            for skel in Path("/etc/skel").glob(".*"):
+                if skel.is_file():
+                    _write(home / skel.name, skel.read_bytes(), 0o644, uid, uid)
+            _mkdir(home / ".ssh", 0o700, uid, uid)
+            _write(home / ".ssh" / "authorized_keys", workstation_pub + "\n", 0o600, uid, uid)
+
+        binds = [{"source": str(h.dir(d)), "target": d} for d in PRIVATE_DIRS]
+        spec = {
+            "hostname": h.name,
+            "log": str(h.log_path),
+            "cgroups": cgroups,
+            "overlays": overlays,
+            "binds": binds,
+            "harness": {"source": str(h.harness_dir), "target": HARNESS_MOUNT},
+        }
+        _write(root / "spec.json", json.dumps(spec, indent=2) + "\n", 0o600)
+
+    @staticmethod
+    def _write_users(etc: Path) -> None:
+        passwd = Path("/etc/passwd").read_text()
+        group_lines = Path("/etc/group").read_text().splitlines()
+        shadow = Path("/etc/shadow").read_text()
+        gshadow_lines = Path("/etc/gshadow").read_text().splitlines() if Path("/etc/gshadow").exists() else []
+
+        def add_member(lines: list[str], grp: str, user: str) -> list[str]:
+            out = []
+            for line in lines:
+                parts = line.split(":")
+                if parts[0] == grp and len(parts) >= 4:
+                    members = [m for m in parts[3].split(",") if m]
+                    parts[3] = ",".join(members + [user])
+                    line = ":".join(parts)
+                out.append(line)
+            return out
+
+        for user, uid in _USER_IDS.items():
+            passwd += f"{user}:x:{uid}:{uid}:kubeboot lab user:/home/{user}:/bin/bash\n"
+            shadow += f"{user}:{_PASSWORD_HASHES[user]}:19000:0:99999:7:::\n"
+            group_lines.append(f"{user}:x:{uid}:")
+            gshadow_lines.append(f"{user}:!::")
+        group_lines = add_member(group_lines, "sudo", KBUSER)
+        gshadow_lines = add_member(gshadow_lines, "sudo", KBUSER)
+        shadow_gid = next((int(g.split(":")[2]) for g in group_lines if g.startswith("shadow:")), 0)
+        _write(etc / "passwd", passwd)
+        _write(etc / "group", "\n".join(group_lines) + "\n")
+        _write(etc / "shadow", shadow, 0o640, 0, shadow_gid)
+        _write(etc / "gshadow", "\n".join(gshadow_lines) + "\n", 0o640, 0, shadow_gid)
+        _write(
+            etc / "sudoers.d" / "kubeboot-lab",
+            f'Defaults env_keep += "FAKETIME LD_PRELOAD"\n{KBUSER} ALL=(ALL:ALL) ALL\n',
+            0o440,
+        )
+
+    def _launch(self, h: Host) -> None:
+        argv = [
+            "ip", "netns", "exec", h.netns,
+            "unshare", "--mount", "--uts", "--ipc", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+            "--", sys.executable, "-I", "-S", str(HOSTINIT), str(Path(h.root) / "spec.json"),
+        ]  # fmt: skip
+        with open(h.log_path, "ab") as log:
+            p = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=SAFE_ENV, start_new_session=True
+            )
+        self._launchers.append(p)
+        h.launcher_pid = p.pid
+
+    def _find_inits(self, timeout: float = 10.0) -> None:
+        """The host's PID 1 is the only child of the `unshare --fork` launcher."""
+        deadline = time.monotonic() + timeout
+        for h in self.hosts:
+            while True:
+                try:
+                    kids = Path(f"/proc/{h.launcher_pid}/task/{h.launcher_pid}/children").read_text().split()
+                except OSError:
+                    kids = []
+                if kids:
+                    h.init_pid = int(kids[0])
+                    break
+                if not _alive(h.launcher_pid):
+                    raise LabError(f"{h.name}: launcher died: {self._log_tail(h)}")
+                if time.monotonic() > deadline:
+                    raise LabError(f"{h.name}: no init process after {timeout}s")
+                time.sleep(0.005)
+
+    def _write_client_files(self) -> None:
+        _write(self.known_hosts, "".join(f"{h.name},{h.address} {h.host_key}\n" for h in self.hosts))
+        lines = [f"# generated by tests.lab for lab {self.name}; use: ssh -F {self.ssh_config} h1", ""]
+        for h in self.hosts:
+            lines += [f"Host {h.name}", f"    HostName {h.address}", ""]
+        lines += [
+            "Host " + " ".join(f"{h.name} {h.address}" for h in self.hosts),
+            "    User root",
+            f"    Port {SSH_PORT}",
+            f"    IdentityFile {self.key_path}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {self.known_hosts}",
+            "    GlobalKnownHostsFile /dev/null",
+            "    StrictHostKeyChecking yes",
+            "    BatchMode yes",
+            "    ConnectTimeout 5",
+            "    LogLevel ERROR",
+            f"    ProxyCommand {self.proxy_command()}",
+            "",
+        ]
+        _write(self.ssh_config, "\n".join(lines))
+
+    # -- reaching the hosts ------------------------------------------------------------------
+    def proxy_command(self, host: str | int | Host | None = None, port: int = SSH_PORT) -> str:
+        """ProxyCommand through the controller namespace (needs netcat-openbsd).  Without a host:
+        the ``%h %p`` template for ssh_config; with one: a ready string for fabric's ``gateway=``."""
+        if host is None:
+            return f"ip netns exec {self.ctl_netns} nc %h %p"
+        return f"ip netns exec {self.ctl_netns} nc {self.host(host).address} {port}"
+
+    def sock_for(self, host: str | int | Host, port: int = SSH_PORT, timeout: float = 5.0) -> socket.socket:
+        """A TCP socket from the workstation (controller netns) connected to ``host:port``, with
+        TCP_NODELAY (paramiko commands: ~15 ms instead of ~48 ms).  Pass it as fabric/paramiko
+        ``sock=``."""
+        h = self.host(host)
+        s = netns_socket(self.ctl_netns)
+        try:
+            s.settimeout(timeout)
+            s.connect((h.address, port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.settimeout(None)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def connection(
+        self,
+        host: str | int | Host,
+        user: str = "root",
+        sudo_password: str | None = None,
+        connect_timeout: float = 10.0,
+        via: str = "sock",
+    ) -> LabConnection:
+        """A fabric Connection with strict host-key checking against the lab's known_hosts.
+
+        ``via="sock"`` (default) connects through :meth:`sock_for` on every ``open()``;
+        ``via="proxy"`` uses the ProxyCommand gateway.  ``sudo_password`` defaults to kbuser's /
+        nosudo's password for those users.  ``run.in_stream`` is False (pitfall: sudo + no stdin)."""
+        from .fabric_conn import make_connection
+
+        if sudo_password is None:
+            sudo_password = {KBUSER: KBUSER_PASSWORD, NOSUDO_USER: NOSUDO_PASSWORD}.get(user)
+        return make_connection(self, self.host(host), user, sudo_password, connect_timeout, via)
+
+    def wait_for_ssh(self, host: str | int | Host, timeout: float = 10.0) -> float:
+        """Poll until ``host``'s sshd sends its SSH banner; return the seconds waited."""
+        h = self.host(host)
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        last: BaseException | None = None
+        while True:
+            try:
+                with self.sock_for(h, h.port, timeout=max(0.05, min(1.0, deadline - time.monotonic()))) as s:
+                    s.settimeout(max(0.05, min(2.0, deadline - time.monotonic())))
+                    if s.recv(4) == b"SSH-":
+                        return time.monotonic() - t0
+            except OSError as e:
+                last = e
+            if h.init_pid and not _alive(h.init_pid):
+                raise LabError(f"{h.name}: host init died: {self._log_tail(h)}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{h.name}: sshd not answering after {timeout}s ({last}): {self._log_tail(h)}")
+            time.sleep(0.01)
+
+    def port_open(self, host: str | int | Host, port: int, timeout: float = 0.5) -> bool:
+        try:
+            self.sock_for(host, port, timeout).close()
+            return True
+        except OSError:
+            return False
+
+    def wait_port_closed(self, host: str | int | Host, port: int = SSH_PORT, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.port_open(host, port, 0.2):
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.host(host).name}:{port} still open after {timeout}s")
+            time.sleep(0.01)
+
+    def run_in(
+        self,
+        host: str | int | Host,
+        argv: Sequence[str],
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as root inside all of ``host``'s namespaces (nsenter; no SSH involved)."""
+        h = self.host(host)
+        if not h.init_pid or not _alive(h.init_pid):
+            raise LabError(f"{h.name}: host is not running")
+        cmd = ["nsenter", "-t", str(h.init_pid), "--net", "--mount", "--uts", "--ipc", "--pid", "--", *argv]
+        p = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, env=SAFE_ENV, cwd="/", timeout=timeout, check=False
+        )
+        if check and p.returncode != 0:
+            raise LabError(f"{h.name}: {' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
+        return p
+
+    def sh_in(self, host: str | int | Host, script: str, check: bool = True) -> str:
+        """``sh -c script`` inside ``host``; return stdout."""
+        return self.run_in(host, ["sh", "-c", script], check=check).stdout
+
+    # -- per-host fault injection ----------------------------------------------------------------
+    def sshd_running(self, host: str | int | Host) -> bool:
+        return self.port_open(host, SSH_PORT)
+
+    def stop_sshd(self, host: str | int | Host, drop_sessions: bool = False, timeout: float = 10.0) -> None:
+        """Stop ``host``'s sshd listener (new connections are refused).  ``drop_sessions`` also
+        kills every sshd session process, so open connections break too (a host going down)."""
+        h = self.host(host)
+        os.kill(h.init_pid, signal.SIGUSR1)
+        if drop_sessions:
+            pidns = _link_inode(h.init_pid, "pid")
+            for pid in _all_pids():
+                if pid != h.init_pid and _link_inode(pid, "pid") == pidns and self._comm(pid) == "sshd":
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        self.wait_port_closed(h, SSH_PORT, timeout)
+
+    def start_sshd(self, host: str | int | Host, timeout: float = 10.0) -> None:
+        h = self.host(host)
+        os.kill(h.init_pid, signal.SIGUSR2)
+        self.wait_for_ssh(h, timeout)
+
+    def disconnect(self, host: str | int | Host) -> None:
+        """Unplug the host's cable (bridge port down): packets are dropped, connections time out."""
+        _ip_batch([f"link set veth-{self.host(host).name} down"], self.ctl_netns)
+
+    def reconnect(self, host: str | int | Host) -> None:
+        _ip_batch([f"link set veth-{self.host(host).name} up"], self.ctl_netns)
+
+    def set_hostname(self, host: str | int | Host, hostname: str) -> None:
+        """Change the host's hostname (kernel UTS name and /etc/hostname), e.g. to duplicate another's."""
+        self.run_in(host, ["sh", "-c", 'hostname "$1" && printf "%s\\n" "$1" > /etc/hostname', "sh", hostname])
+
+    def set_machine_id(self, host: str | int | Host, machine_id: str) -> None:
+        """Overwrite /etc/machine-id inside the host (e.g. with another host's id)."""
+        self.run_in(host, ["sh", "-c", 'printf "%s\\n" "$1" > /etc/machine-id', "sh", machine_id])
+
+    def enable_fake_swap(self, host: str | int | Host, size_kib: int = 1048572) -> None:
+        """Make /proc/swaps show an active swap file (what kubeadm's preflight reads).  Only
+        /proc/swaps is faked: /proc/meminfo and `free` still show the machine's swap."""
+        h = self.host(host)
+        self.disable_fake_swap(h)
+        _write(
+            h.harness_dir / "swaps",
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+            f"/swapfile                               file\t\t{size_kib}\t\t0\t\t-2\n",
+        )
+        self.run_in(h, ["mount", "--bind", f"{HARNESS_MOUNT}/swaps", "/proc/swaps"])
+
+    def disable_fake_swap(self, host: str | int | Host) -> None:
+        self.run_in(host, ["sh", "-c", "while umount /proc/swaps 2>/dev/null; do :; done"], check=False)
+
+    def occupy_port(self, host: str | int | Host, port: int, address: str = "0.0.0.0", timeout: float = 5.0) -> int:
+        """Start a TCP listener on ``address:port`` inside the host; return its PID (in the host)."""
+        out = self.sh_in(
+            host,
+            f"nc -lk -s {address} -p {port} >/dev/null 2>&1 </dev/null & echo $!",
+        )
+        pid = int(out.strip())
+        deadline = time.monotonic() + timeout
+        while port not in self.listening_ports(host):
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.host(host).name}: nothing listens on :{port} after {timeout}s")
+            time.sleep(0.01)
+        return pid
+
+    def release_port(self, host: str | int | Host, pid: int) -> None:
+        self.run_in(host, ["kill", str(pid)], check=False)
+
+    def listening_ports(self, host: str | int | Host) -> set[int]:
+        """TCP ports in LISTEN state in the host's network namespace (from /proc/<pid>/net/tcp*)."""
+        h = self.host(host)
+        ports = set()
+        for f in ("tcp", "tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{h.init_pid}/net/{f}").read_text().splitlines()[1:]:
+                    cols = line.split()
+                    if cols[3] == "0A":
+                        ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+        return ports
+
+    def hide_binary(self, host: str | int | Host, name: str) -> list[str]:
+        """Make ``name`` disappear from every PATH directory of the host (copy-on-write overlay over
+        each directory holding it, then delete it there).  Returns the directories changed."""
+        h = self.host(host)
+        dirs = self.sh_in(
+            h,
+            'for d in $(echo "$PATH" | tr : " "); do [ -e "$d/$0" ] && readlink -f "$d"; done | sort -u',
+            check=False,
+        ).split()
+        for d in dirs:
+            if d not in h.masked_dirs:
+                base = h.harness_dir / "masks" / key_of(d)
+                _mkdir(base / "upper", os.stat(d).st_mode & 0o7777)
+                _mkdir(base / "work", 0o700)
+                inside = f"{HARNESS_MOUNT}/masks/{key_of(d)}"
+                self.run_in(
+                    h,
+                    ["mount", "-t", "overlay", "kblab-mask", "-o",
+                     f"lowerdir={d},upperdir={inside}/upper,workdir={inside}/work", d],
+                )  # fmt: skip
+                h.masked_dirs.append(d)
+            self.run_in(h, ["rm", "-f", f"{d}/{name}"])
+        self._save_if_owner()
+        return dirs
+
+    def restore_binaries(self, host: str | int | Host) -> None:
+        """Undo every :meth:`hide_binary` on the host."""
+        h = self.host(host)
+        for d in reversed(h.masked_dirs):
+            self.run_in(h, ["umount", "-l", d], check=False)
+            shutil.rmtree(h.harness_dir / "masks" / key_of(d), ignore_errors=True)
+        h.masked_dirs.clear()
+        self._save_if_owner()
+
+    def set_clock_offset(self, host: str | int | Host, seconds: int) -> None:
+        """Shift the wall clock seen by SSH sessions on ``host`` by ``seconds`` (libfaketime).
+
+        Sessions get ``LD_PRELOAD=libfaketime FAKETIME=+Ns`` through ``~/.ssh/environment`` of root,
+        kbuser and nosudo (sshd has ``PermitUserEnvironment LD_PRELOAD,FAKETIME``), and sudo keeps
+        both.  Takes effect for new connections.  Not affected: static binaries (Go: etcd,
+        kubelet), the kernel (file mtimes, TLS in the kernel), :meth:`run_in`.  A host-wide
+        /etc/ld.so.preload is not possible: libfaketime kills sshd's seccomp-sandboxed pre-auth
+        child (SIGSYS on unlink)."""
+        if not Path(FAKETIME_LIB).exists():
+            raise LabError(f"{FAKETIME_LIB} missing (apt-get install libfaketime)")
+        self._set_session_env(host, f"LD_PRELOAD={FAKETIME_LIB}\nFAKETIME={seconds:+d}s\n")
+
+    def clear_clock_offset(self, host: str | int | Host) -> None:
+        self._set_session_env(host, "")
+
+    def _set_session_env(self, host: str | int | Host, content: str) -> None:
+        h = self.host(host)
+        for home, uid in [("/root", 0)] + [(f"/home/{u}", i) for u, i in _USER_IDS.items()]:
+            base = h.dir("/root") if home == "/root" else h.dir("/home") / home.rsplit("/", 1)[1]
+            _write(base / ".ssh" / "environment", content, 0o600, uid, uid)
+
+    # -- teardown ------------------------------------------------------------------------------
+    def processes(self) -> list[int]:
+        """Every live process in one of the lab's network or PID namespaces."""
+        return _lab_pids(self.name, self.hosts)
+
+    def down(self, timeout: float = 10.0) -> None:
+        """Kill the lab's processes, delete its namespaces and directory.  Idempotent."""
+        teardown(self.name, self.hosts, timeout)
+        for p in self._launchers:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=1)
+        self._launchers.clear()
+
+    # -- internals -------------------------------------------------------------------------------
+    def _save_if_owner(self) -> None:
+        if self.state_path.exists():
+            self._save()
+
+    @staticmethod
+    def _comm(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    @staticmethod
+    def _log_tail(h: Host, n: int = 15) -> str:
+        try:
+            return " | ".join(h.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+SSHD_CONFIG = """\
+# kubeboot lab host sshd (generated by tests/lab)
+Port 22
+ListenAddress 0.0.0.0
+HostKey /etc/ssh/ssh_host_ed25519_key
+PidFile /run/sshd.pid
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+UseDNS no
+StrictModes yes
+MaxStartups 200:30:400
+MaxSessions 100
+PrintMotd no
+AcceptEnv LANG LC_*
+PermitUserEnvironment LD_PRELOAD,FAKETIME
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+
+def _lab_pids(name: str, hosts: Sequence[Host]) -> list[int]:
+    netns_inodes = set()
+    prefix = f"{NETNS_PREFIX}{name}-"
+    with contextlib.suppress(FileNotFoundError):
+        for ns in os.listdir("/run/netns"):
+            if ns.startswith(prefix) and (ns == f"{prefix}ctl" or ns[len(prefix) :].lstrip("h").isdigit()):
+                ino = _ns_inode(f"/run/netns/{ns}")
+                if ino is not None:
+                    netns_inodes.add(ino)
+    pidns_inodes = set()
+    for h in hosts:
+        # guard against PID reuse: the recorded init must still sit in the lab's netns
+        if h.init_pid and _link_inode(h.init_pid, "net") in netns_inodes:
+            ino = _link_inode(h.init_pid, "pid_for_children")
+            pid_ino = _link_inode(h.init_pid, "pid")
+            for i in (ino, pid_ino):
+                if i is not None:
+                    pidns_inodes.add(i)
+    if not netns_inodes and not pidns_inodes:
+        return []
+    mine = _ancestors()
+    found = []
+    for pid in _all_pids():
+        if pid in mine:
+            continue
+        if _link_inode(pid, "net") in netns_inodes or _link_inode(pid, "pid") in pidns_inodes:
+            if _alive(pid):
+                found.append(pid)
+    return found
+
+
+def teardown(name: str, hosts: Sequence[Host] = (), timeout: float = 10.0) -> list[int]:
+    """Kill exactly the lab's processes (members of its namespaces), delete the namespaces
+    (with them bridge and veths) and the lab directory.  Returns the PIDs killed."""
+    if not hosts:
+        with contextlib.suppress(Exception):
+            hosts = Lab.attach(name).hosts
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout
+    # SIGKILL to a host's PID 1 makes the kernel kill its whole PID namespace; then whatever
+    # else sits in the lab's network namespaces (nsenter children, ProxyCommand nc, ...)
+    while True:
+        pids = _lab_pids(name, hosts)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if pid not in killed:
+                killed.append(pid)
+        # reap our own children (launchers of a lab started by this process)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+        if time.monotonic() > deadline:
+            raise LabError(f"lab {name}: processes survive SIGKILL: {pids}")
+        time.sleep(0.01)
+    prefix = f"{NETNS_PREFIX}{name}-"
+    with contextlib.suppress(FileNotFoundError):
+        names = [ns for ns in os.listdir("/run/netns") if ns.startswith(prefix)]
+        names = [ns for ns in names if ns == f"{prefix}ctl" or ns[len(prefix) :].lstrip("h").isdigit()]
+        _ip_batch([f"netns del {ns}" for ns in names], force=True)
+    lab_dir = Path(f"{LAB_DIR_PREFIX}{name}")
+    if lab_dir.exists():
+        shutil.rmtree(lab_dir)
+    return killed
