@@ -271,12 +271,20 @@ for n in "${SELECTED[@]}"; do
     rm -f "$stampf"
     tmp="$BIN/.$n.tmp.$$"; TMP_FILES+=("$tmp")
     case "$n" in etcd*) ld="$LDFLAGS_ETCD" ;; *) ld="$LDFLAGS_K8S" ;; esac
-    (cd "$moddir" && "$GO" build -mod=mod -trimpath -buildvcs=false -ldflags "$ld" -o "$tmp" "$pkg")
-    mv -f "$tmp" "$out"
-    state=built
+    if (cd "$moddir" && "$GO" build -mod=mod -trimpath -buildvcs=false -ldflags "$ld" -o "$tmp" "$pkg"); then
+      mv -f "$tmp" "$out"
+      state=built
+    else
+      rm -f "$tmp"
+      state="build FAILED"
+    fi
   fi
   el="$(secs "$t" "$(now)")"
-  if line="$(verify "$n" "$out")"; then
+  if [[ "$state" == "build FAILED" ]]; then
+    RESULT[$n]="build FAILED after ${el}s"
+    log "$n: build FAILED after ${el}s"
+    status=1
+  elif line="$(verify "$n" "$out")"; then
     echo "$want_stamp" >"$stampf.tmp.$$" && mv -f "$stampf.tmp.$$" "$stampf"
     RESULT[$n]="$state ${el}s  $line"
     log "$n: $state in ${el}s: $line"

@@ -1,0 +1,66 @@
+"""Locate the Kubernetes reference binaries built by ``tests/reference/build.sh``.
+
+The binaries live outside the repository, in
+``${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref}/v<version>/bin/<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+DEFAULT_VERSION = "1.37.2"
+DEFAULT_CACHE_ROOT = "/var/cache/kubeboot-ref"
+BUILD_SCRIPT = pathlib.Path(__file__).resolve().parent / "build.sh"
+
+# Everything build.sh knows how to build, in its build order.
+NAMES: tuple[str, ...] = (
+    "etcd",
+    "etcdctl",
+    "etcdutl",
+    "kubectl",
+    "refcheck",
+    "kubeadm",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+)
+
+
+def cache_root() -> pathlib.Path:
+    """The cache root: ``$KUBEBOOT_REF_CACHE`` or ``/var/cache/kubeboot-ref``."""
+    return pathlib.Path(os.environ.get("KUBEBOOT_REF_CACHE") or DEFAULT_CACHE_ROOT)
+
+
+def bin_dir(version: str = DEFAULT_VERSION) -> pathlib.Path:
+    return cache_root() / f"v{version.removeprefix('v')}" / "bin"
+
+
+def ref_bin(name: str, version: str = DEFAULT_VERSION) -> pathlib.Path | None:
+    """Path of a built reference binary, or None when it is not built (or not executable)."""
+    path = bin_dir(version) / name
+    if path.is_file() and os.access(path, os.X_OK):
+        return path
+    return None
+
+
+def build_command(name: str, version: str = DEFAULT_VERSION) -> str:
+    """The command that builds ``name`` for ``version``."""
+    cmd = f"tests/reference/build.sh --only {name}"
+    if version.removeprefix("v") != DEFAULT_VERSION:
+        cmd += f" {version.removeprefix('v')}"
+    return cmd
+
+
+def require_bin(name: str, version: str = DEFAULT_VERSION) -> pathlib.Path:
+    """Path of a built reference binary; skips the calling test when it is missing."""
+    path = ref_bin(name, version)
+    if path is None:
+        pytest.skip(
+            f"reference binary {name} v{version.removeprefix('v')} not built "
+            f"(expected {bin_dir(version) / name}); build it with: {build_command(name, version)}"
+        )
+    return path
