@@ -16,6 +16,9 @@
 # temporary name and renamed into place, then verified by running them.  A binary is reused when it
 # exists and its stamp file (versions + go version + source hash) matches.
 # GOMODCACHE / GOCACHE: the go toolchain's defaults unless set in the environment.
+# The whole script is one brace group, so bash parses it completely before running it: editing or
+# checking out this file while a build runs cannot change what the running build does.
+{
 set -euo pipefail
 
 readonly DEFAULT_VERSION="1.37.2"
@@ -302,3 +305,4 @@ echo "reference binaries v$VERSION (etcd $ETCD_VERSION) in $BIN:"
 for n in "${SELECTED[@]}"; do printf '  %-24s %s\n' "$n" "${RESULT[$n]}"; done
 echo "  total: ${TOTAL}s"
 exit "$status"
+}
