@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .fixtures import LabFactory, lab_skip_reason
+from .fixtures import lab, lab_factory, lab_requirements  # noqa: F401  (works without -p tests.lab.fixtures)
 from .lab import KBUSER, KBUSER_PASSWORD, NOSUDO_PASSWORD, NOSUDO_USER, Lab, LabError, _alive
 
 fabric = pytest.importorskip("fabric", reason="fabric not installed (pip install fabric)")
