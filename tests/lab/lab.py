@@ -763,6 +763,22 @@ class Lab:
         os.kill(h.init_pid, signal.SIGUSR2)
         self.wait_for_ssh(h, timeout)
 
+    def freeze(self, host: str | int | Host) -> None:
+        """Hang the host: SIGSTOP every process in it.  TCP connects still succeed (the kernel
+        answers), but nothing replies -- SSH banner/command timeouts.  Undo with :meth:`thaw`."""
+        self._signal_host(host, signal.SIGSTOP)
+
+    def thaw(self, host: str | int | Host) -> None:
+        self._signal_host(host, signal.SIGCONT)
+
+    def _signal_host(self, host: str | int | Host, sig: int) -> None:
+        h = self.host(host)
+        pidns = _link_inode(h.init_pid, "pid")
+        for pid in _all_pids():
+            if _link_inode(pid, "pid") == pidns:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
     def disconnect(self, host: str | int | Host) -> None:
         """Unplug the host's cable (bridge port down): packets are dropped, connections time out."""
         _ip_batch([f"link set veth-{self.host(host).name} down"], self.ctl_netns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -166,6 +167,21 @@ def test_disconnect_and_reconnect(lab: Lab) -> None:
     finally:
         lab.reconnect(h5)
     lab.wait_for_ssh(h5, 5)
+
+
+def test_freeze_and_thaw(lab: Lab) -> None:
+    h4 = lab.host("h4")
+    lab.freeze(h4)
+    try:
+        with lab.sock_for(h4, 22) as s:  # the kernel still accepts ...
+            s.settimeout(0.5)
+            with pytest.raises(socket.timeout):  # ... but sshd never sends its banner
+                s.recv(4)
+    finally:
+        lab.thaw(h4)
+    lab.wait_for_ssh(h4, 5)
+    with lab.connection(h4) as c:
+        assert c.run("hostname", hide=True).stdout.strip() == "h4"
 
 
 def test_fault_helpers(lab: Lab) -> None:
