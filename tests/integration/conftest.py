@@ -24,6 +24,7 @@ class Rendered:
 
 
 def render_inventory(text: str, tmp: Path) -> Rendered:
+    tmp.mkdir(parents=True, exist_ok=True)
     inv = tmp / "inventory.yaml"
     inv.write_text(text)
     result = render(inv, tmp / "state", now=None, keygen=KeyPool())
