@@ -10,10 +10,10 @@ from pathlib import Path
 
 from kubeboot import state
 from kubeboot.config.load import load_inventory_text
-from kubeboot.config.model import ClusterConfig
+from kubeboot.config.model import ClusterConfig, KeyAlgorithm
 from kubeboot.errors import ConfigError, KubebootError, Problem
 from kubeboot.pki.bundle import PkiChange, plan_pki
-from kubeboot.pki.keys import KeyGen, generate_key
+from kubeboot.pki.keys import KeyGen, PrivateKey, generate_key
 from kubeboot.plan.artifact import Artifact
 from kubeboot.render.cluster import render_cluster
 
@@ -52,14 +52,14 @@ def render(inventory: Path, state_dir: Path | None, now: datetime | None = None,
     stored = state.read_state(root)
     key_seconds = 0.0
 
-    def timed_keygen(alg: object) -> object:
+    def timed_keygen(alg: KeyAlgorithm) -> PrivateKey:
         nonlocal key_seconds
         k0 = time.perf_counter()
-        key = keygen(alg)  # type: ignore[arg-type]
+        key = keygen(alg)
         key_seconds += time.perf_counter() - k0
         return key
 
-    pki, changes = plan_pki(cfg, stored, now, timed_keygen)  # type: ignore[arg-type]
+    pki, changes = plan_pki(cfg, stored, now, timed_keygen)
     token, token_created = state.plan_token(stored, now)
     hosts = render_cluster(cfg, pki, token)
     new_state = {**stored, **pki.to_stored(), **state.token_entry(token)}

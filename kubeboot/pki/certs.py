@@ -143,7 +143,7 @@ def _subject_public_key_bits(public_key: PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
 
-def _signature_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def _signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     # Go picks SHA-256 for RSA and P-256, SHA-384 for P-384.
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
         return hashes.SHA384()
