@@ -26,6 +26,9 @@ class ReleaseFacts:
     kubelet_local_mode: bool = True
     # kube-controller-manager mounts the flexvolume plugin dir (dropped from kubeadm in 1.36).
     kcm_flexvolume_dir: bool = False
+    # apiserver-kubelet-client carries O=kubeadm:cluster-admins up to 1.35; from 1.36 it has no O and kubeadm
+    # binds the user to system:kubelet-api-admin instead (ClusterRoleBinding kubeadm:apiserver-kubelet-client).
+    kubelet_client_admin_org: bool = False
 
     @property
     def etcd_version(self) -> str:
@@ -41,7 +44,8 @@ class ReleaseFacts:
 RELEASES: dict[str, ReleaseFacts] = {
     f.minor: f
     for f in (
-        ReleaseFacts("1.35", "1.35.4", "3.6.6-0", "3.10.1", "v1.13.1", kcm_flexvolume_dir=True),
+        ReleaseFacts("1.35", "1.35.4", "3.6.6-0", "3.10.1", "v1.13.1", kcm_flexvolume_dir=True,
+                     kubelet_client_admin_org=True),
         ReleaseFacts("1.36", "1.36.3", "3.6.8-0", "3.10.2", "v1.14.2"),
         ReleaseFacts("1.37", "1.37.2", "3.7.0-0", "3.10.2", "v1.14.6"),
     )

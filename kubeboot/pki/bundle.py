@@ -178,7 +178,7 @@ def plan_pki(cfg: ClusterConfig, stored: Mapping[str, bytes], now: datetime, key
             alt = leaf.alt_names(cfg, host) if leaf.alt_names else None
             cn = leaf.cn(host)
             base = f"hosts/{host.name}/pki/{leaf.base}"
-            leaves[(host.name, leaf.id)] = _leaf(stored, base, leaf.id, host.name, cn, leaf.orgs, leaf.usages, alt,
+            leaves[(host.name, leaf.id)] = _leaf(stored, base, leaf.id, host.name, cn, leaf.orgs_for(cfg), leaf.usages, alt,
                                                  ca, cfg, start, leaf_end, now, keygen, changes)
         for client in clients_for(cfg, host):
             base = f"hosts/{host.name}/clients/{client.file.removesuffix('.conf')}"

@@ -63,6 +63,10 @@ class LeafSpec:
     orgs: tuple[str, ...]
     usages: tuple[x509.ObjectIdentifier, ...]
     alt_names: Callable[[ClusterConfig, Host], AltNames] | None = None
+    orgs_apply: Callable[[ClusterConfig], bool] | None = None  # None: orgs always apply
+
+    def orgs_for(self, cfg: ClusterConfig) -> tuple[str, ...]:
+        return self.orgs if self.orgs_apply is None or self.orgs_apply(cfg) else ()
 
 
 def _const(value: str) -> Callable[[Host], str]:
@@ -109,9 +113,11 @@ CAS: tuple[CASpec, ...] = (
 # Creation order of `kubeadm init phase certs all` (CAs interleaved there; leaves only here).
 LEAVES: tuple[LeafSpec, ...] = (
     LeafSpec("apiserver", "apiserver", "ca", _const("kube-apiserver"), (), (SERVER_AUTH,), apiserver_alt_names),
-    # O=kubeadm:cluster-admins since 1.29 (was system:masters): the apiserver's kubelet client is an RBAC admin.
+    # O=kubeadm:cluster-admins from 1.29 to 1.35; from 1.36 no O (kubeadm binds the user to
+    # system:kubelet-api-admin instead, so the apiserver's kubelet client is no longer a cluster admin).
     LeafSpec("apiserver-kubelet-client", "apiserver-kubelet-client", "ca", _const("kube-apiserver-kubelet-client"),
-             ("kubeadm:cluster-admins",), (CLIENT_AUTH,)),
+             ("kubeadm:cluster-admins",), (CLIENT_AUTH,),
+             orgs_apply=lambda cfg: cfg.version.facts.kubelet_client_admin_org),
     LeafSpec("front-proxy-client", "front-proxy-client", "front-proxy-ca", _const("front-proxy-client"), (),
              (CLIENT_AUTH,)),
     # etcd server and peer certs authenticate both ways (peers dial each other), hence both usages.

@@ -72,12 +72,14 @@ def _mount(name: str, path: str, read_only: bool) -> dict[str, Any]:
 
 def _pod(name: str, image: str, command: list[str], port: int, cpu: str, probes: dict[str, Any],
          volumes: Sequence[tuple[str, str, str, bool]], annotations: dict[str, str] | None,
-         memory: str | None = None) -> dict[str, Any]:
-    """staticpod.ComponentPod: kube-system, component/tier labels, hostNetwork, system-node-critical."""
+         memory: str | None = None, sort_mounts: bool = True) -> dict[str, Any]:
+    """staticpod.ComponentPod: kube-system, component/tier labels, hostNetwork, system-node-critical.
+    Volumes are sorted by name (VolumeMapToSlice); mounts too, except etcd's, which kubeadm lists as written."""
     requests: dict[str, str] = {"cpu": cpu}
     if memory:
         requests["memory"] = memory
     ordered = sorted(volumes, key=lambda v: v[0])
+    mounts = ordered if sort_mounts else list(volumes)
     container: dict[str, Any] = {
         "command": command,
         "image": image,
@@ -85,7 +87,7 @@ def _pod(name: str, image: str, command: list[str], port: int, cpu: str, probes:
         "name": name,
         "ports": [{"containerPort": port, "name": PROBE_PORT, "protocol": "TCP"}],
         "resources": {"requests": requests},
-        "volumeMounts": [_mount(n, path, ro) for n, path, _kind, ro in ordered],
+        "volumeMounts": [_mount(n, path, ro) for n, path, _kind, ro in mounts],
         **probes,
     }
     metadata: dict[str, Any] = {
@@ -107,6 +109,7 @@ def _pod(name: str, image: str, command: list[str], port: int, cpu: str, probes:
             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "volumes": [_volume(n, path, kind) for n, path, kind, _ro in ordered],
         },
+        "status": {},  # kubeadm marshals the empty PodStatus
     }
 
 
@@ -256,5 +259,5 @@ def etcd(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
         [("etcd-data", ETCD_DATA_DIR, "DirectoryOrCreate", False),
          ("etcd-certs", f"{PKI}/etcd", "DirectoryOrCreate", False)],
         {"kubeadm.kubernetes.io/etcd.advertise-client-urls": f"https://{adv}:2379"},
-        memory="100Mi",
+        memory="100Mi", sort_mounts=False,
     )

@@ -51,7 +51,7 @@ def test_apiserver_sans_and_usages_read_back(rendered: Rendered) -> None:
 
 
 @pytest.mark.parametrize("base,subject,eku", [
-    ("apiserver-kubelet-client", "subject=O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client",
+    ("apiserver-kubelet-client", "subject=CN = kube-apiserver-kubelet-client",
      "TLS Web Client Authentication"),
     ("front-proxy-client", "subject=CN = front-proxy-client", "TLS Web Client Authentication"),
     ("etcd/server", "subject=CN = cp3", "TLS Web Server Authentication, TLS Web Client Authentication"),

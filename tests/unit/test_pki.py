@@ -21,7 +21,7 @@ CFG = parse_inventory(copy.deepcopy(BASE))
 # (leaf id, CN, O, EKUs, signing CA) straight from kubeadm's certlist.go
 EXPECTED = [
     ("apiserver", "kube-apiserver", (), {EKU.SERVER_AUTH}, "ca"),
-    ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("kubeadm:cluster-admins",), {EKU.CLIENT_AUTH}, "ca"),
+    ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", (), {EKU.CLIENT_AUTH}, "ca"),  # no O since 1.36
     ("front-proxy-client", "front-proxy-client", (), {EKU.CLIENT_AUTH}, "front-proxy-ca"),
     ("etcd-server", "cp2", (), {EKU.SERVER_AUTH, EKU.CLIENT_AUTH}, "etcd-ca"),
     ("etcd-peer", "cp2", (), {EKU.SERVER_AUTH, EKU.CLIENT_AUTH}, "etcd-ca"),
@@ -146,3 +146,14 @@ def test_ca_extensions_match_go(keygen, now) -> None:  # type: ignore[no-untyped
     aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ski.digest and len(ski.digest) == 20
+
+
+def test_apiserver_kubelet_client_org_follows_the_version(keygen, now) -> None:  # type: ignore[no-untyped-def]
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["kubernetesVersion"] = "1.35"
+    old, _ = plan_pki(parse_inventory(doc), {}, now, keygen)
+    assert subject_orgs(old.leaves[("cp1", "apiserver-kubelet-client")].cert) == ("kubeadm:cluster-admins",)
+    # upgrading the target to 1.37 re-issues it without the O, as kubeadm 1.36+ would issue it
+    _, changes = plan_pki(CFG, old.to_stored(), now, keygen)
+    assert [(c.scope, c.item) for c in changes if c.action == "reissued"] == [
+        (h, "apiserver-kubelet-client") for h in ("cp1", "cp2", "cp3")]
