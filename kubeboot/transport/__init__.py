@@ -1,0 +1,1 @@
+"""Shell: how commands reach a host — the Transport protocol, SSH (fabric) and local implementations."""
