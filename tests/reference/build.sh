@@ -215,7 +215,9 @@ build_spec() {
 }
 
 stamp_of() {  # what a cached binary must have been built from
-  local s="name=$1 kubernetes=v$VERSION etcd=v$ETCD_VERSION go=$GO_VERSION cgo=0"
+  local s="name=$1 kubernetes=v$VERSION etcd=v$ETCD_VERSION go=$GO_VERSION cgo=0" moddir pkg
+  read -r moddir pkg <<<"$(build_spec "$1")"
+  s+=" gomod=$(sha256sum <"$moddir/go.mod.seed" | cut -c1-16)"
   if [[ "$1" == refcheck ]]; then
     s+=" src=$(cat "$HERE/refcheck/"*.go | sha256sum | cut -c1-16)"
   fi

@@ -139,7 +139,8 @@ def test_refcheck_accepts_good_static_pod(tmp_path: pathlib.Path) -> None:
         (GOOD_POD.replace("hostPath: {path: /etc/kubernetes/scheduler.conf, type: FileOrCreate}",
                           "configMap: {name: scheduler}"),
          "static pods may not reference configmaps"),
-        (GOOD_POD.replace("kind: Pod", "kind: Deployment"), "expected apiVersion v1, kind Pod"),
+        (GOOD_POD.replace("kind: Pod", "kind: Deployment"),
+         'expected apiVersion v1, kind Pod; got apiVersion "v1", kind "Deployment"'),
     ],
     ids=["unknown-field", "bad-name", "no-image", "configmap", "not-a-pod"],
 )
@@ -182,9 +183,11 @@ def test_refcheck_accepts_good_kubelet_config(tmp_path: pathlib.Path) -> None:
     [
         ("cgroupDriverr: systemd\n", 'unknown field "cgroupDriverr"'),
         ("healthzPort: 70000\n", "healthzPort (--healthz-port) 70000 must be between 1 and 65535"),
+        # the kubelet itself panics on this one while defaulting; refcheck reports it
         ("featureGates: {NoSuchGate: true}\n", "unrecognized feature gate: NoSuchGate"),
+        ("memorySwap: {swapBehavior: Sideways}\n", 'memorySwap.swapBehavior "Sideways" must be one of'),
     ],
-    ids=["unknown-field", "bad-port", "unknown-gate"],
+    ids=["unknown-field", "bad-port", "unknown-gate", "bad-swap-behavior"],
 )
 def test_refcheck_rejects_broken_kubelet_config(tmp_path: pathlib.Path, extra: str, message: str) -> None:
     path = write(tmp_path, "k.yaml", textwrap.dedent(GOOD_KUBELET).lstrip() + extra)
