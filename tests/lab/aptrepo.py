@@ -1,0 +1,713 @@
+"""A local apt repository served on the lab network (the "mirror" a lab host installs from).
+
+:func:`build_repo` fills a directory with a *flat* apt repository:
+
+* ``containerd`` and ``runc`` -- and every dependency a minimal Debian 12 host (Priority: required +
+  Essential, like ``debootstrap --variant=minbase``) lacks for them or for the Debian packages the
+  harness packages depend on (``iptables``) -- as .debs from Debian's archive, fetched once with
+  ``apt-get download`` into a cache (``/var/cache/kubeboot-ref/debs``) and reused;
+* ``kubelet``, ``kubectl`` and (when its reference binary exists) ``kubeadm`` built with
+  ``dpkg-deb`` from the reference binaries (``tests/reference``), shaped like the pkgs.k8s.io
+  packages: version ``<k8s>-1.1``, binaries in ``/usr/bin``, ``kubelet.service`` in kubelet, the
+  kubeadm drop-in ``kubelet.service.d/10-kubeadm.conf`` in kubeadm;
+* ``Packages``, ``Packages.gz`` and ``Release`` from ``apt-ftparchive`` (``apt-get install apt-utils``).
+
+The .debs are bit-for-bit reproducible (fixed mtimes, ``SOURCE_DATE_EPOCH``, root owner) and a
+rebuild with unchanged inputs (binary digest, control text, unit files) skips them; the index is
+only regenerated when the set of .debs changed.
+
+:func:`serve` runs ``python -m http.server`` inside the lab's controller namespace on
+``10.200.0.1:<port>``; the ``apt_repo`` fixture does both for a module's lab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Iterator
+
+import pytest
+
+from tests.reference.binaries import build_command, cache_root, ref_bin
+
+from .lab import GATEWAY, SAFE_ENV, netns_socket
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+#: Debian packages the repo always carries (what kubeboot installs besides the Kubernetes ones).
+DEBIAN_PACKAGES: tuple[str, ...] = ("containerd", "runc")
+#: Debian revision of the harness-built packages, like pkgs.k8s.io (``1.37.2-1.1``).
+K8S_DEB_REVISION = "1.1"
+#: Every mtime in the harness .debs and the Release ``Date`` (2025-01-01T00:00:00Z).
+SOURCE_DATE_EPOCH = 1735689600
+#: Bump when the package layout/control text changes in a way the inputs do not show.
+BUILDER_VERSION = "1"
+#: gzip level 1: ~0.8 s for kubectl's 62 MB (level 6: 2.6 s, xz: 16 s); gzip works with any dpkg.
+DEB_COMPRESSION = ("gzip", "1")
+DEFAULT_PORT = 8080
+#: Apt packages needed on the machine to build the repo (beyond tests/setup.sh).
+MACHINE_PACKAGES = ("apt-utils",)
+ARCH = "amd64"
+
+_APT_DEPENDS_FLAGS = (
+    "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
+    "--no-replaces", "--no-enhances",
+)  # fmt: skip
+
+KUBELET_SERVICE = """\
+[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+KUBEADM_DROPIN = """\
+# Installed by the kubeadm package: how kubelet is started on a kubeadm node.
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+# written by "kubeadm init" / "kubeadm join": sets KUBELET_KUBEADM_ARGS
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+# the administrator's last-resort overrides: KUBELET_EXTRA_ARGS
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"""
+
+
+class AptRepoError(RuntimeError):
+    """The repository could not be built or served."""
+
+
+class AptRepoUnavailable(AptRepoError):
+    """A prerequisite is missing on this machine (tool, reference binary): tests skip with this."""
+
+
+# ---------------------------------------------------------------------------------------------
+# package specs
+
+
+@dataclass(frozen=True)
+class HarnessPackage:
+    """A .deb the harness builds from a reference binary."""
+
+    name: str
+    version: str
+    binary: Path
+    depends: tuple[str, ...]
+    description: str
+    #: (absolute path inside the package, content, mode)
+    files: tuple[tuple[str, str, int], ...] = ()
+    #: empty directories the package owns
+    dirs: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}_{self.version}_{ARCH}.deb"
+
+    def control(self, installed_kib: int) -> str:
+        lines = [
+            f"Package: {self.name}",
+            f"Version: {self.version}",
+            f"Architecture: {ARCH}",
+            "Maintainer: kubeboot lab harness <kubeboot-lab@localhost>",
+            f"Installed-Size: {installed_kib}",
+        ]
+        if self.depends:
+            lines.append("Depends: " + ", ".join(self.depends))
+        lines += [
+            "Section: admin",
+            "Priority: optional",
+            "Homepage: https://kubernetes.io",
+            f"Description: {self.description}",
+            " Built by tests/lab/aptrepo.py from the kubeboot reference binaries; shaped like the",
+            " pkgs.k8s.io package of the same name.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def deb_version(k8s_version: str) -> str:
+    """``1.37.2`` -> ``1.37.2-1.1`` (the pkgs.k8s.io form)."""
+    return f"{k8s_version.removeprefix('v')}-{K8S_DEB_REVISION}"
+
+
+def harness_packages(k8s_version: str = "1.37.2") -> list[HarnessPackage]:
+    """kubelet and kubectl (required) and kubeadm (when built).
+
+    Raises :class:`AptRepoUnavailable` naming the build command when kubelet or kubectl is missing."""
+    ver = k8s_version.removeprefix("v")
+    debver = deb_version(ver)
+    minor_floor = ".".join(ver.split(".")[:2]) + ".0"
+    bins = {name: ref_bin(name, ver) for name in ("kubelet", "kubectl", "kubeadm")}
+    missing = [n for n in ("kubelet", "kubectl") if bins[n] is None]
+    if missing:
+        raise AptRepoUnavailable(
+            "reference binaries missing for the lab apt repo: "
+            + "; ".join(f"{n} v{ver} (build: {build_command(n, ver)})" for n in missing)
+        )
+    kubelet, kubectl, kubeadm = bins["kubelet"], bins["kubectl"], bins["kubeadm"]
+    assert kubelet is not None and kubectl is not None
+    pkgs = [
+        HarnessPackage(
+            name="kubelet",
+            version=debver,
+            binary=kubelet,
+            # pkgs.k8s.io also lists iproute2, socat, ethtool, ebtables, conntrack: left out here
+            depends=("iptables (>= 1.4.21)", "mount", "util-linux"),
+            description="Node agent for Kubernetes clusters",
+            files=(("/usr/lib/systemd/system/kubelet.service", KUBELET_SERVICE, 0o644),),
+            dirs=("/etc/kubernetes/manifests",),
+        ),
+        HarnessPackage(
+            name="kubectl",
+            version=debver,
+            binary=kubectl,
+            depends=(),
+            description="Command-line utility for interacting with a Kubernetes cluster",
+        ),
+    ]
+    if kubeadm is not None:
+        pkgs.append(
+            HarnessPackage(
+                name="kubeadm",
+                version=debver,
+                binary=kubeadm,
+                # pkgs.k8s.io also depends on cri-tools (not available here)
+                depends=(f"kubelet (>= {minor_floor})", f"kubectl (>= {minor_floor})"),
+                description="Command-line utility for administering a Kubernetes cluster",
+                files=(("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROPIN, 0o644),),
+            )
+        )
+    return pkgs
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def missing_tools() -> list[str]:
+    """Why the repo cannot be built here (empty: it can)."""
+    problems = []
+    for tool, pkg in (("dpkg-deb", "dpkg"), ("apt-ftparchive", "apt-utils"), ("apt-get", "apt"), ("apt-cache", "apt")):
+        if shutil.which(tool, path=SAFE_ENV["PATH"]) is None:
+            problems.append(f"`{tool}` is missing (apt-get install {pkg})")
+    return problems
+
+
+def _run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    p = subprocess.run(
+        argv, cwd=cwd, env={**SAFE_ENV, **(env or {})}, capture_output=True, text=True, check=False
+    )
+    if p.returncode != 0:
+        raise AptRepoError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
+    return p.stdout
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive flock on ``path`` (concurrent pytest sessions share the cache and repo dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _dep_names(depends: tuple[str, ...]) -> list[str]:
+    """``("iptables (>= 1.4.21)", "a | b")`` -> ``["iptables", "a"]`` (first alternative)."""
+    return [d.split("|")[0].split("(")[0].strip() for d in depends]
+
+
+def parse_packages_index(text: str) -> dict[str, str]:
+    """``Package -> Version`` from an apt ``Packages`` file (raises on a duplicate package)."""
+    out: dict[str, str] = {}
+    for stanza in text.strip().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if line and not line.startswith(" ") and ": " in line
+        )
+        if "Package" not in fields:
+            continue
+        if fields["Package"] in out:
+            raise AptRepoError(f"Packages lists {fields['Package']} twice")
+        out[fields["Package"]] = fields["Version"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Debian .debs
+
+
+def _apt_lists_signature() -> str:
+    """Changes when the machine's apt lists change (then the resolution is redone)."""
+    h = hashlib.sha256()
+    lists = Path("/var/lib/apt/lists")
+    for p in sorted(lists.glob("*Packages*")):
+        st = p.stat()
+        h.update(f"{p.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _depends_closure(roots: list[str]) -> set[str]:
+    out = _run(["apt-cache", "depends", *_APT_DEPENDS_FLAGS, *roots])
+    return {line.strip() for line in out.splitlines() if line and not line.startswith((" ", "<"))}
+
+
+def minbase_closure() -> set[str]:
+    """Every package a minimal Debian host has: Priority required + Essential, with their
+    dependencies (what ``debootstrap --variant=minbase`` installs, over-approximated for alternatives)."""
+    base = set()
+    name = ""
+    dump = subprocess.run(
+        ["apt-cache", "dumpavail"], env=SAFE_ENV, capture_output=True, text=True, check=True
+    ).stdout
+    for line in dump.splitlines():
+        if line.startswith("Package: "):
+            name = line[9:].strip()
+        elif line == "Priority: required" or line == "Essential: yes":
+            base.add(name)
+    return _depends_closure(sorted(base))
+
+
+def resolve_debian_debs(extra_roots: list[str]) -> list[dict[str, str]]:
+    """The Debian .debs the repo needs: closure of DEBIAN_PACKAGES + ``extra_roots`` minus the
+    minimal base.  Each entry: name, filename, uri, sha256 (from ``apt-get download --print-uris``,
+    no download)."""
+    roots = sorted(set(DEBIAN_PACKAGES) | set(extra_roots))
+    want = sorted(_depends_closure(roots) - minbase_closure())
+    out = _run(["apt-get", "download", "--print-uris", *want])
+    entries = []
+    for line in out.splitlines():
+        # 'http://deb.debian.org/.../runc_1.1.5+ds1-1+deb12u1_amd64.deb' runc_1.1.5..._amd64.deb 2822072 SHA256:...
+        m = re.match(r"^'([^']+)' (\S+) (\d+) (?:SHA256:)?([0-9a-f]{64})$", line.strip())
+        if not m:
+            raise AptRepoError(f"unexpected `apt-get download --print-uris` line: {line!r}")
+        uri, filename, _size, digest = m.groups()
+        entries.append({"name": filename.split("_", 1)[0], "filename": filename, "uri": uri, "sha256": digest})
+    if sorted(e["name"] for e in entries) != want:
+        raise AptRepoError(f"apt-get download --print-uris gave {[e['name'] for e in entries]}, wanted {want}")
+    return entries
+
+
+def fetch_debian_debs(cache: Path, extra_roots: list[str]) -> list[Path]:
+    """Resolve (cached per apt-lists state) and download (only what the cache lacks) the Debian .debs."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / ".lock"):
+        state_path = cache / "resolved.json"
+        key = {"lists": _apt_lists_signature(), "roots": sorted(set(DEBIAN_PACKAGES) | set(extra_roots))}
+        state = _read_json(state_path)
+        entries = state.get("entries")
+        if state.get("key") != key or not isinstance(entries, list):
+            entries = resolve_debian_debs(extra_roots)
+            _write_json(state_path, {"key": key, "entries": entries})
+        missing = [e for e in entries if not (cache / e["filename"]).is_file()]
+        if missing:
+            with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+                # as root into a root-owned dir: no _apt sandbox (it could not write there anyway)
+                _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *[e["name"] for e in missing]],
+                     cwd=Path(tmp))  # fmt: skip
+                for e in missing:
+                    got = Path(tmp) / e["filename"]
+                    if not got.is_file():
+                        raise AptRepoError(f"apt-get download did not produce {e['filename']}")
+                    if sha256_file(got) != e["sha256"]:
+                        raise AptRepoError(f"{e['filename']}: SHA256 differs from the apt index")
+                    got.replace(cache / e["filename"])
+        return [cache / e["filename"] for e in entries]
+
+
+# ---------------------------------------------------------------------------------------------
+# harness .debs
+
+
+def _build_input_key(pkg: HarnessPackage) -> str:
+    h = hashlib.sha256()
+    h.update(f"builder {BUILDER_VERSION} {DEB_COMPRESSION} {SOURCE_DATE_EPOCH}\n".encode())
+    h.update(f"binary {sha256_file(pkg.binary)}\n".encode())
+    h.update(pkg.control(0).encode())
+    for path, content, mode in pkg.files:
+        h.update(f"file {path} {mode:o} {len(content)}\n{content}".encode())
+    for d in pkg.dirs:
+        h.update(f"dir {d}\n".encode())
+    return h.hexdigest()
+
+
+def build_deb(pkg: HarnessPackage, out: Path) -> None:
+    """``dpkg-deb --build`` ``pkg`` into ``out`` (reproducible)."""
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".build-{pkg.name}-") as tmp:
+        root = Path(tmp) / "root"
+        (root / "DEBIAN").mkdir(parents=True)
+        (root / "usr" / "bin").mkdir(parents=True)
+        shutil.copyfile(pkg.binary, root / "usr" / "bin" / pkg.name)
+        os.chmod(root / "usr" / "bin" / pkg.name, 0o755)
+        for path, content, mode in pkg.files:
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            os.chmod(target, mode)
+        for d in pkg.dirs:
+            (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        (root / "DEBIAN" / "control").write_text(pkg.control((size + 1023) // 1024))
+        for p in [root, *root.rglob("*")]:
+            if p.is_dir():
+                os.chmod(p, 0o755)
+            os.utime(p, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
+        os.chmod(root / "DEBIAN" / "control", 0o644)
+        tmp_deb = Path(tmp) / pkg.filename
+        kind, level = DEB_COMPRESSION
+        _run(
+            ["dpkg-deb", "--root-owner-group", f"-Z{kind}", f"-z{level}", "--build", str(root), str(tmp_deb)],
+            env={"SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH)},
+        )
+        tmp_deb.replace(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the repository
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Hard link (same filesystem) or copy ``src`` to ``dst`` unless ``dst`` already is that file."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(src, dst):
+            return
+        if dst.stat().st_size == src.stat().st_size and sha256_file(dst) == sha256_file(src):
+            return
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+    tmp.replace(dst)
+
+
+def _write_index(dest: Path) -> None:
+    packages = _run(["apt-ftparchive", "packages", "."], cwd=dest)
+    (dest / "Packages").write_text(packages)
+    with open(dest / "Packages.gz", "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+            gz.write(packages.encode())
+    (dest / "Release").unlink(missing_ok=True)  # else `release .` would hash the old one
+    release = _run(
+        [
+            "apt-ftparchive",
+            "-o", "APT::FTPArchive::Release::Origin=kubeboot-lab",
+            "-o", "APT::FTPArchive::Release::Label=kubeboot-lab",
+            "-o", "APT::FTPArchive::Release::Suite=lab",
+            "-o", "APT::FTPArchive::Release::Codename=lab",
+            "-o", f"APT::FTPArchive::Release::Architectures={ARCH}",
+            "-o", "APT::FTPArchive::Release::Description=kubeboot lab apt repository (tests/lab/aptrepo.py)",
+            "-o", f"APT::FTPArchive::Release::Date={formatdate(SOURCE_DATE_EPOCH, usegmt=True)}",
+            "release", ".",
+        ],
+        cwd=dest,
+    )  # fmt: skip
+    (dest / "Release").write_text(release)
+
+
+@dataclass
+class BuildReport:
+    """What the last :func:`build_repo` call did (``dest/manifest.json`` holds the packages)."""
+
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    downloaded: list[str] = field(default_factory=list)
+    index_written: bool = False
+    seconds: float = 0.0
+
+
+#: the report of the last build_repo() in this process (for timings in tests/benchmarks)
+last_build: BuildReport = BuildReport()
+
+
+def build_repo(dest: Path, k8s_version: str = "1.37.2", *, cache: Path | None = None) -> Path:
+    """Fill ``dest`` with a flat apt repository (see module doc); return ``dest``.
+
+    ``dest/manifest.json`` lists ``{package: {version, source, filename, sha256}}``: exactly what
+    the ``Packages`` index holds.  Raises :class:`AptRepoUnavailable` when a tool or reference
+    binary is missing, :class:`AptRepoError` when a step fails."""
+    global last_build
+    t0 = time.monotonic()
+    report = BuildReport()
+    problems = missing_tools()
+    if problems:
+        raise AptRepoUnavailable("cannot build the lab apt repo: " + "; ".join(problems))
+    pkgs = harness_packages(k8s_version)
+    cache = cache if cache is not None else cache_root() / "debs"
+    dest.mkdir(parents=True, exist_ok=True)
+    with _locked(dest / ".lock"):
+        stamps_dir = dest / ".stamps"
+        stamps_dir.mkdir(exist_ok=True)
+        manifest: dict[str, dict[str, str]] = {}
+
+        # 1. harness packages: rebuilt only when an input changed
+        for pkg in pkgs:
+            key = _build_input_key(pkg)
+            stamp = stamps_dir / f"{pkg.name}.json"
+            out = dest / pkg.filename
+            old = _read_json(stamp)
+            if old.get("input") == key and out.is_file() and old.get("sha256") == sha256_file(out):
+                report.reused.append(pkg.filename)
+            else:
+                build_deb(pkg, out)
+                _write_json(stamp, {"input": key, "sha256": sha256_file(out)})
+                report.built.append(pkg.filename)
+            manifest[pkg.name] = {
+                "version": pkg.version, "source": "harness", "filename": pkg.filename,
+                "sha256": str(_read_json(stamp)["sha256"]),
+            }  # fmt: skip
+
+        # 2. Debian packages: from the shared cache
+        debian_roots = sorted({d for p in pkgs for d in _dep_names(p.depends)} - {p.name for p in pkgs})
+        before = {p.name for p in cache.glob("*.deb")} if cache.is_dir() else set()
+        for deb in fetch_debian_debs(cache, debian_roots):
+            if deb.name not in before:
+                report.downloaded.append(deb.name)
+            _place(deb, dest / deb.name)
+            name, version = _run(["dpkg-deb", "-f", str(deb), "Package", "Version"]).splitlines()
+            manifest[name.split(": ", 1)[1]] = {
+                "version": version.split(": ", 1)[1], "source": "debian", "filename": deb.name,
+                "sha256": sha256_file(dest / deb.name),
+            }  # fmt: skip
+
+        # 3. nothing else: .debs of other versions / dropped packages go
+        wanted = {m["filename"] for m in manifest.values()}
+        for stale in dest.glob("*.deb"):
+            if stale.name not in wanted:
+                stale.unlink()
+
+        # 4. index, only when the set of .debs changed
+        index_key = hashlib.sha256(
+            json.dumps(sorted((m["filename"], m["sha256"]) for m in manifest.values())).encode()
+        ).hexdigest()
+        index_stamp = stamps_dir / "index.json"
+        if _read_json(index_stamp).get("key") != index_key or not all(
+            (dest / f).is_file() for f in ("Packages", "Packages.gz", "Release")
+        ):
+            _write_index(dest)
+            _write_json(index_stamp, {"key": index_key})
+            report.index_written = True
+        _write_json(dest / "manifest.json", {"k8s_version": k8s_version.removeprefix("v"), "packages": manifest})
+    report.seconds = time.monotonic() - t0
+    last_build = report
+    return dest
+
+
+def read_manifest(repo: Path) -> dict[str, dict[str, str]]:
+    """``{package: {version, source, filename, sha256}}`` written by :func:`build_repo`."""
+    data = json.loads((repo / "manifest.json").read_text())
+    packages: dict[str, dict[str, str]] = data["packages"]
+    return packages
+
+
+def default_repo_dir(k8s_version: str = "1.37.2") -> Path:
+    """Where the fixture keeps the repo between runs: ``<ref cache>/aptrepo/v<version>``."""
+    return cache_root() / "aptrepo" / f"v{k8s_version.removeprefix('v')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# serving it on the lab network
+
+
+@dataclass
+class RepoServer:
+    """``python -m http.server`` serving ``repo`` on ``10.200.0.1:<port>`` in a lab's controller netns."""
+
+    lab_name: str
+    ctl_netns: str
+    repo: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    address: str = GATEWAY
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}/"
+
+    @property
+    def sources_line(self) -> str:
+        """The one-line apt source for the repo (flat, unsigned)."""
+        return f"deb [trusted=yes] {self.url} ./"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        """HTTP GET ``path`` from inside the controller netns; (status, body)."""
+        s = netns_socket(self.ctl_netns)
+        try:
+            s.settimeout(timeout)
+            s.connect((self.address, self.port))
+            s.sendall(f"GET /{path.lstrip('/')} HTTP/1.0\r\nHost: {self.address}\r\n\r\n".encode())
+            chunks = []
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            s.close()
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Kill exactly this server process (SIGTERM, then SIGKILL).  Idempotent."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+
+    def __enter__(self) -> RepoServer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, n: int = 10) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+def serve(lab: Lab, repo: Path, port: int = DEFAULT_PORT, timeout: float = 10.0) -> RepoServer:
+    """Serve ``repo`` over HTTP on ``10.200.0.1:port`` inside ``lab``'s controller namespace.
+
+    Returns once ``GET /Release`` answers 200 (bounded poll).  The process lives in the controller
+    netns, so ``lab.down()`` kills it too if :meth:`RepoServer.stop` is never called."""
+    if not (repo / "Release").is_file():
+        raise AptRepoError(f"{repo} is not a built repository (no Release): build_repo() first")
+    log_path = lab.dir / f"aptrepo-{port}.log"
+    argv = [
+        "ip", "netns", "exec", lab.ctl_netns,   # execs: the PID is the server's own
+        sys.executable, "-I", "-m", "http.server", "--bind", GATEWAY, "--directory", str(repo), str(port),
+    ]  # fmt: skip
+    log: IO[bytes]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=SAFE_ENV, cwd="/", start_new_session=True
+        )
+    server = RepoServer(lab.name, lab.ctl_netns, repo, port, proc, log_path)
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        if proc.poll() is not None:
+            raise AptRepoError(f"http.server exited ({proc.returncode}) on {GATEWAY}:{port}: {server.log_tail()}")
+        try:
+            status, _ = server.get("Release", timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+            if status == 200:
+                return server
+            last = AptRepoError(f"GET /Release: HTTP {status}")
+        except (OSError, ValueError, IndexError) as e:
+            last = e
+        if time.monotonic() > deadline:
+            server.stop()
+            raise AptRepoError(f"repo server on {GATEWAY}:{port} not ready after {timeout}s ({last})")
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# pytest
+
+
+@dataclass
+class AptRepo:
+    """What the ``apt_repo`` fixture yields."""
+
+    path: Path
+    server: RepoServer
+    k8s_version: str
+    packages: dict[str, dict[str, str]]
+    build: BuildReport
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def sources_line(self) -> str:
+        return self.server.sources_line
+
+    @property
+    def deb_version(self) -> str:
+        return deb_version(self.k8s_version)
+
+
+def build_or_skip(k8s_version: str = "1.37.2", dest: Path | None = None) -> Path:
+    """:func:`build_repo` into :func:`default_repo_dir`; skips the test when a prerequisite is missing."""
+    try:
+        return build_repo(dest or default_repo_dir(k8s_version), k8s_version)
+    except AptRepoUnavailable as e:
+        pytest.skip(str(e))
+    except PermissionError as e:
+        pytest.skip(f"lab apt repo: cannot write the cache ({e}); run as root")
+
+
+@pytest.fixture(scope="module")
+def apt_repo(lab: Lab) -> Iterator[AptRepo]:
+    """The lab apt repository (built or reused) served on the module's ``lab`` at 10.200.0.1:8080."""
+    version = "1.37.2"
+    path = build_or_skip(version)
+    report = last_build
+    with serve(lab, path) as server:
+        yield AptRepo(path, server, version, read_manifest(path), report)
