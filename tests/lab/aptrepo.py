@@ -667,6 +667,49 @@ def serve(lab: Lab, repo: Path, port: int = DEFAULT_PORT, timeout: float = 10.0)
 
 
 # ---------------------------------------------------------------------------------------------
+# preparing a lab host (harness set-up, through nsenter, not SSH)
+
+#: the apt source file :func:`use_as_mirror` writes inside a host
+LAB_SOURCES = "/etc/apt/sources.list.d/kubeboot-lab.list"
+#: where it moves the host's other apt sources (the machine's Debian ones: unreachable from the lab)
+DISABLED_SOURCES = "/etc/apt/sources.disabled-by-kubeboot-lab"
+#: packages the machine has (tests/setup.sh, gcloud's kubectl) that a fresh Debian host would not
+NOT_ON_A_FRESH_HOST = ("kubelet", "kubectl", "kubeadm", "containerd", "runc")
+
+
+def _require_overlay(lab: Lab, what: str) -> None:
+    if not lab.overlay:
+        raise AptRepoError(f"{what} needs a lab with overlay=True (else dpkg would write the machine's /usr)")
+
+
+def use_as_mirror(lab: Lab, host: str, server: RepoServer) -> None:
+    """Make the lab repo ``host``'s only apt source, as if it were the host's mirror: every other
+    source file is moved to :data:`DISABLED_SOURCES` and :data:`LAB_SOURCES` gets
+    ``server.sources_line``.  Plain ``apt-get update`` / ``apt-get install`` (kubeboot's own commands)
+    then work unchanged.  Only inside ``host`` (copy-on-write /etc); needs an overlay lab."""
+    _require_overlay(lab, "use_as_mirror")
+    lab.run_in(host, ["sh", "-ec", """
+        mkdir -p "$3"
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do
+            if [ -e "$f" ] && [ "$f" != "$1" ]; then mv "$f" "$3/"; fi
+        done
+        printf '%s\\n' "$2" > "$1"
+        """, "sh", LAB_SOURCES, server.sources_line, DISABLED_SOURCES])  # fmt: skip
+
+
+def remove_machine_packages(lab: Lab, host: str, names: tuple[str, ...] = NOT_ON_A_FRESH_HOST) -> list[str]:
+    """``dpkg --purge`` those of ``names`` that ``host`` has (its overlay root starts as a copy of the
+    machine's, which has containerd, runc, gcloud's kubectl ...): afterwards the host looks like a
+    fresh Debian host for them.  Only inside ``host``; returns the packages removed."""
+    _require_overlay(lab, "remove_machine_packages")
+    out = lab.run_in(host, ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n", *names], check=False).stdout
+    present = [line.split()[0] for line in out.splitlines() if line.endswith(" installed")]
+    if present:
+        lab.run_in(host, ["dpkg", "--purge", *present], timeout=300)
+    return present
+
+
+# ---------------------------------------------------------------------------------------------
 # pytest
 
 

@@ -19,7 +19,11 @@ from tests.reference.binaries import ref_bin
 
 from .aptrepo import (
     DEBIAN_PACKAGES,
+    DISABLED_SOURCES,
+    LAB_SOURCES,
+    NOT_ON_A_FRESH_HOST,
     AptRepo,
+    AptRepoError,
     apt_repo,  # noqa: F401  (fixture)
     build_deb,
     build_or_skip,
@@ -27,7 +31,9 @@ from .aptrepo import (
     harness_packages,
     parse_packages_index,
     read_manifest,
+    remove_machine_packages,
     serve,
+    use_as_mirror,
 )
 from .fixtures import LabFactory
 from .fixtures import lab, lab_factory, lab_requirements  # noqa: F401  (works without -p tests.lab.fixtures)
@@ -39,11 +45,6 @@ pytestmark = pytest.mark.lab(hosts=2, overlay=True)
 
 K8S_VERSION = "1.37.2"
 DEB_VERSION = f"{K8S_VERSION}-1.1"
-SOURCES_FILE = "/etc/apt/sources.list.d/kubeboot-lab.list"
-#: apt sees ONLY the lab repo: the machine's Debian sources are unreachable from a lab host
-APT_OPTS = f"-o Dir::Etc::sourcelist={SOURCES_FILE} -o Dir::Etc::sourceparts=-"
-#: packages the machine has that a fresh Debian host would not (removed inside the host only)
-NOT_ON_A_FRESH_HOST = ("kubelet", "kubectl", "kubeadm", "containerd", "runc")
 TIMINGS: dict[str, float] = {}
 
 
@@ -56,7 +57,7 @@ def _machine_snapshot() -> dict[str, object]:
     """What installing in a lab host must never change on the machine itself."""
     snap: dict[str, object] = {}
     for path in ("/usr/bin/kubelet", "/usr/bin/kubeadm", "/usr/bin/kubectl", "/usr/bin/containerd", "/usr/sbin/runc",
-                 "/usr/lib/systemd/system/kubelet.service", SOURCES_FILE):  # fmt: skip
+                 "/usr/lib/systemd/system/kubelet.service", LAB_SOURCES, DISABLED_SOURCES):  # fmt: skip
         try:
             st = os.lstat(path)
             snap[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -160,23 +161,21 @@ def installed(lab: Lab, apt_repo: AptRepo) -> Iterator[Installed]:
     would from a mirror."""
     host = "h1"
     machine_before = _machine_snapshot()
-    # Harness set-up, not part of the install: the overlay root starts as a copy of the machine,
-    # which has containerd, runc and Google Cloud SDK's `kubectl 1:528.0.0-0`; a fresh Debian 12
-    # host has none of them.  Remove them inside h1 only (copy-on-write).
-    present = lab.sh_in(host, "dpkg-query -W -f='${Package} ${Status}\\n' " + " ".join(NOT_ON_A_FRESH_HOST)
-                        + " 2>/dev/null | awk '/ installed$/{print $1}'", check=False).split()  # fmt: skip
-    if present:
-        lab.run_in(host, ["dpkg", "--purge", *present], timeout=120)
+    # Harness set-up (nsenter, inside h1 only): the overlay root starts as a copy of the machine,
+    # which has containerd, runc and Google Cloud SDK's `kubectl 1:528.0.0-0` -- a fresh Debian 12
+    # host has none of them; and the machine's Debian sources are unreachable from the lab, so the
+    # lab repo becomes h1's only apt source ("its mirror").
+    remove_machine_packages(lab, host)
     assert lab.sh_in(host, "command -v kubelet kubectl containerd runc || true").strip() == ""
+    use_as_mirror(lab, host, apt_repo.server)
 
     with lab.connection(host) as c:
-        c.run(f"echo '{apt_repo.sources_line}' > {SOURCES_FILE}", hide=True)
         t0 = time.monotonic()
-        update = c.run(f"apt-get {APT_OPTS} update", hide=True, timeout=120)
+        update = c.run("apt-get update", hide=True, timeout=120)
         TIMINGS["apt-get update over SSH"] = time.monotonic() - t0
         t0 = time.monotonic()
         install = c.run(
-            f"DEBIAN_FRONTEND=noninteractive apt-get {APT_OPTS} install -y --no-install-recommends "
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
             f"kubelet={DEB_VERSION} kubectl containerd runc",
             hide=True,
             timeout=600,
@@ -189,6 +188,8 @@ def test_install_over_ssh_from_the_lab_repo(lab: Lab, apt_repo: AptRepo, install
     # apt fetched from the lab repo and nowhere else
     assert re.search(rf"^Get:\d+ {re.escape(apt_repo.url.rstrip('/'))} \./ Release ", installed.update_out, re.M)
     assert "deb.debian.org" not in installed.update_out + installed.install_out
+    hits = [line for line in installed.update_out.splitlines() if line.startswith(("Get:", "Hit:", "Ign:"))]
+    assert hits and all(f" {apt_repo.url.rstrip('/')} ./ " in line for line in hits), hits
     for name in ("kubelet", "kubectl", "containerd", "runc"):
         assert f"Unpacking {name} (" in installed.install_out
     log = apt_repo.server.log_path.read_text()
@@ -224,7 +225,7 @@ def test_apt_mark_hold(lab: Lab, installed: Installed) -> None:
         assert "kubelet set on hold." in out and "kubectl set on hold." in out
         assert c.run("apt-mark showhold", hide=True).stdout.split() == ["kubectl", "kubelet"]
         # a held package is not removed or changed behind the operator's back
-        r = c.run(f"apt-get {APT_OPTS} remove -y kubelet", hide=True, warn=True)
+        r = c.run("apt-get remove -y kubelet", hide=True, warn=True)
         assert r.failed and "Held packages were changed" in r.stderr
         assert c.run("dpkg-query -W -f='${Status}' kubelet", hide=True).stdout == "hold ok installed"
     assert lab.sh_in(installed.host, "test -x /usr/bin/kubelet && echo yes").strip() == "yes"
@@ -247,6 +248,11 @@ def test_server_stop_and_lab_teardown(lab_factory: LabFactory, built_repo: Path)
     # reachable from a host over the lab network
     fetch = f"import urllib.request as u; print(u.urlopen('{first.url}Release').status)"
     assert small.run_in("h1", ["python3", "-c", fetch]).stdout.strip() == "200"
+    # a lab without the copy-on-write /usr refuses the helpers that would run dpkg
+    with pytest.raises(AptRepoError, match="overlay=True"):
+        use_as_mirror(small, "h1", first)
+    with pytest.raises(AptRepoError, match="overlay=True"):
+        remove_machine_packages(small, "h1")
     first.stop()
     assert not _alive(first.pid)
     with pytest.raises(OSError):
