@@ -40,9 +40,14 @@ def bin_dir(version: str = DEFAULT_VERSION) -> pathlib.Path:
 
 
 def ref_bin(name: str, version: str = DEFAULT_VERSION) -> pathlib.Path | None:
-    """Path of a built reference binary, or None when it is not built (or not executable)."""
+    """Path of a built reference binary, or None when it is not built (or not executable).
+
+    build.sh writes ``v<version>/stamps/<name>`` only after the binary passed its checks, so a
+    binary without its stamp (an interrupted or failed rebuild) does not count as built.
+    """
     path = bin_dir(version) / name
-    if path.is_file() and os.access(path, os.X_OK):
+    stamp = bin_dir(version).parent / "stamps" / name
+    if path.is_file() and os.access(path, os.X_OK) and stamp.is_file():
         return path
     return None
 

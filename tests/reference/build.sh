@@ -32,6 +32,8 @@ usage() {
 }
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 log() { echo "==> $*"; }
 
 # ---------------------------------------------------------------------------------------- args
@@ -87,6 +89,7 @@ case "$VDIR/" in "$REPO_TOP"/*) die "cache dir $VDIR must be outside the reposit
 exec 9>"$VDIR/.lock"
 flock 9 || die "cannot lock $VDIR/.lock"     # one build per version at a time
 
+T0="$(now)"
 TMP_FILES=()
 cleanup() { local f; for f in "${TMP_FILES[@]}"; do rm -f -- "$f"; done; }
 trap cleanup EXIT
@@ -219,7 +222,7 @@ stamp_of() {  # what a cached binary must have been built from
   read -r moddir pkg <<<"$(build_spec "$1")"
   s+=" gomod=$(sha256sum <"$moddir/go.mod.seed" | cut -c1-16)"
   if [[ "$1" == refcheck ]]; then
-    s+=" src=$(cat "$HERE/refcheck/"*.go | sha256sum | cut -c1-16)"
+    s+=" src=$(cat "$SRC/k8s/refcheck/"*.go | sha256sum | cut -c1-16)"   # the copy being built
   fi
   echo "$s"
 }
@@ -250,9 +253,6 @@ verify() {  # verify NAME PATH: run it and check the version it reports; static 
   echo "$(head -n1 <<<"$out")"
 }
 
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-
 need_k8s=0 need_etcd=0
 for n in "${SELECTED[@]}"; do
   case "$n" in etcd|etcdctl|etcdutl) need_etcd=1 ;; *) need_k8s=1 ;; esac
@@ -263,42 +263,39 @@ done
 LDFLAGS_K8S="$(k8s_ldflags)"
 LDFLAGS_ETCD="-s -w"
 declare -A RESULT=()
-T0="$(now)"
 status=0
+# A binary is in bin/ only once verified (built as .NAME.tmp.PID, verified, then renamed); it counts
+# as cached only with a matching stamp, written after the rename.
 for n in "${SELECTED[@]}"; do
   out="$BIN/$n" stampf="$STAMPS/$n" want_stamp="$(stamp_of "$n")"
   read -r moddir pkg <<<"$(build_spec "$n")"
   t="$(now)"
   if [[ -x "$out" && -f "$stampf" && "$(cat "$stampf")" == "$want_stamp" ]]; then
-    state=cached
-  else
-    log "$n: building $pkg in $moddir"
-    rm -f "$stampf"
-    tmp="$BIN/.$n.tmp.$$"; TMP_FILES+=("$tmp")
-    case "$n" in etcd*) ld="$LDFLAGS_ETCD" ;; *) ld="$LDFLAGS_K8S" ;; esac
-    if (cd "$moddir" && "$GO" build -mod=mod -trimpath -buildvcs=false -ldflags "$ld" -o "$tmp" "$pkg"); then
-      mv -f "$tmp" "$out"
-      state=built
-    else
-      rm -f "$tmp"
-      state="build FAILED"
+    if line="$(verify "$n" "$out")"; then
+      el="$(secs "$t" "$(now)")"; RESULT[$n]="cached ${el}s  $line"; log "$n: cached: $line"
+      continue
     fi
+    log "$n: cached binary fails verification; rebuilding"
+  fi
+  log "$n: building $pkg in $moddir"
+  rm -f "$stampf"
+  tmp="$BIN/.$n.tmp.$$"; TMP_FILES+=("$tmp")
+  case "$n" in etcd*) ld="$LDFLAGS_ETCD" ;; *) ld="$LDFLAGS_K8S" ;; esac
+  if ! (cd "$moddir" && "$GO" build -mod=mod -trimpath -buildvcs=false -ldflags "$ld" -o "$tmp" "$pkg"); then
+    rm -f "$tmp"; el="$(secs "$t" "$(now)")"
+    RESULT[$n]="build FAILED after ${el}s"; log "$n: build FAILED after ${el}s"; status=1
+    continue
   fi
   el="$(secs "$t" "$(now)")"
-  if [[ "$state" == "build FAILED" ]]; then
-    RESULT[$n]="build FAILED after ${el}s"
-    log "$n: build FAILED after ${el}s"
-    status=1
-  elif line="$(verify "$n" "$out")"; then
-    echo "$want_stamp" >"$stampf.tmp.$$" && mv -f "$stampf.tmp.$$" "$stampf"
-    RESULT[$n]="$state ${el}s  $line"
-    log "$n: $state in ${el}s: $line"
-  else
-    rm -f "$stampf"
-    RESULT[$n]="FAILED verification after $state in ${el}s"
-    log "$n: FAILED verification"
-    status=1
+  if ! line="$(verify "$n" "$tmp")"; then
+    rm -f "$tmp"
+    RESULT[$n]="FAILED verification after ${el}s"; log "$n: FAILED verification"; status=1
+    continue
   fi
+  mv -f "$tmp" "$out"
+  echo "$want_stamp" >"$stampf.tmp.$$" && mv -f "$stampf.tmp.$$" "$stampf"
+  RESULT[$n]="built ${el}s  $line"
+  log "$n: built in ${el}s: $line"
 done
 TOTAL="$(secs "$T0" "$(now)")"
 
