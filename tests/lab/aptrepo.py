@@ -513,9 +513,11 @@ def build_repo(dest: Path, k8s_version: str = "1.37.2", *, cache: Path | None = 
             if deb.name not in before:
                 report.downloaded.append(deb.name)
             _place(deb, dest / deb.name)
-            name, version = _run(["dpkg-deb", "-f", str(deb), "Package", "Version"]).splitlines()
-            manifest[name.split(": ", 1)[1]] = {
-                "version": version.split(": ", 1)[1], "source": "debian", "filename": deb.name,
+            control = dict(
+                line.split(": ", 1) for line in _run(["dpkg-deb", "-f", str(deb), "Package", "Version"]).splitlines()
+            )
+            manifest[control["Package"]] = {
+                "version": control["Version"], "source": "debian", "filename": deb.name,
                 "sha256": sha256_file(dest / deb.name),
             }  # fmt: skip
 
