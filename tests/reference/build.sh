@@ -201,7 +201,7 @@ k8s_ldflags() {
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     out+=" -X $p.gitVersion=v$VERSION -X $p.gitMajor=1 -X $p.gitMinor=$K8S_MINOR"
     out+=" -X $p.gitTreeState=clean -X $p.buildDate=$K8S_TIME"
-    [[ -z "$K8S_COMMIT" ]] || out+=" -X $p.gitCommit=$K8S_COMMIT"
+    out+=" -X $p.gitCommit=$K8S_COMMIT"   # empty when the proxy does not record it (not "$Format:%H$")
   done
   echo "$out"
 }
@@ -221,6 +221,8 @@ stamp_of() {  # what a cached binary must have been built from
   local s="name=$1 kubernetes=v$VERSION etcd=v$ETCD_VERSION go=$GO_VERSION cgo=0" moddir pkg
   read -r moddir pkg <<<"$(build_spec "$1")"
   s+=" gomod=$(sha256sum <"$moddir/go.mod.seed" | cut -c1-16)"
+  case "$1" in etcd*) s+=" ldflags=$(sha256sum <<<"$LDFLAGS_ETCD" | cut -c1-16)" ;;
+                   *) s+=" ldflags=$(sha256sum <<<"$LDFLAGS_K8S" | cut -c1-16)" ;; esac
   if [[ "$1" == refcheck ]]; then
     s+=" src=$(cat "$SRC/k8s/refcheck/"*.go | sha256sum | cut -c1-16)"   # the copy being built
   fi
