@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -103,6 +104,87 @@ def render(inventory: Path, out: Path, state_dir: Path | None) -> None:
         rep.info("render", host, f"{len(arts)} files")
     rep.phase_done("render", f"wrote {count} files for {len(result.hosts)} hosts to {out} "
                              f"(key generation {result.seconds_keys:.2f}s)")
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _run_options(f: Callable[..., None]) -> Callable[..., None]:
+    opts = [
+        click.option("--only", "only", multiple=True, metavar="PATH",
+                     help="Run only this phase path (repeatable), e.g. files or prepare/swap; "
+                          "`kubeboot phases` lists them."),
+        click.option("--skip-phases", default=None, metavar="A,B", help="Comma-separated phase paths to skip."),
+        click.option("--ignore-preflight-errors", default=None, metavar="NAME,...",
+                     help="Downgrade these preflight checks to warnings (names as printed, or 'all')."),
+        click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 256),
+                     help="Hosts worked on at once."),
+        click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+                     default=Path("~/.ssh/known_hosts").expanduser(), show_default=True,
+                     help="Host keys are verified against this file."),
+        click.option("--accept-new-host-keys", is_flag=True,
+                     help="Trust host keys seen for the first time and record them (changed keys are still refused)."),
+        click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     help="An OpenSSH client config to honour (ProxyCommand, ...)."),
+        click.option("--disable-firewall", is_flag=True, help="Disable firewalld/ufw instead of opening ports."),
+        click.option("--offline-packages", type=click.Path(path_type=Path, file_okay=False),
+                     help="Install containerd/kubelet/kubectl from the .deb/.rpm files in this directory."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[str, ...], skip_phases: str | None,
+           ignore_preflight_errors: str | None, concurrency: int, known_hosts: Path, accept_new_host_keys: bool,
+           ssh_config: Path | None, disable_firewall: bool, offline_packages: Path | None) -> None:
+    from kubeboot.phases.base import RunOptions
+    from kubeboot.runner import ConnectOptions
+    from kubeboot.up import UpRequest, load_offline_packages, up
+
+    options = RunOptions(
+        ignore_preflight_errors=frozenset(x.lower() for x in _csv(ignore_preflight_errors)),
+        disable_firewall=disable_firewall,
+        offline_packages=load_offline_packages(offline_packages) if offline_packages else (),
+    )
+    req = UpRequest(inventory, state_dir, tuple(only), tuple(_csv(skip_phases)), dry_run, options,
+                    ConnectOptions(known_hosts.expanduser(), accept_new_host_keys, ssh_config, concurrency))
+    rep = output.Reporter()
+    _rendered, result = up(req, rep)
+    if dry_run:
+        planned = sum(len(v) for v in result.planned.values())
+        rep.done(f"plan: {planned} change(s); nothing was changed" if planned else "plan: no changes")
+    else:
+        rep.done(f"{result.changes} change(s) applied" if result.changes else "no changes: the hosts already match")
+
+
+@main.command()
+def phases() -> None:
+    """List the phases of `up` with their paths (for --only and --skip-phases)."""
+    from kubeboot.phases.workflows import UP, describe
+
+    output.result(describe(UP))
+
+
+@main.command()
+@_inventory
+@_state_dir
+@click.option("--dry-run", is_flag=True, help="Connect and gather facts, print the plan, change nothing.")
+@_run_options
+def up(**kw: object) -> None:
+    """Bring every host in the inventory to the desired state (preflight, prepare, runtime, files)."""
+    _do_up(**kw)  # type: ignore[arg-type]
+
+
+@main.command()
+@_inventory
+@_state_dir
+@_run_options
+def plan(**kw: object) -> None:
+    """Show, per host and phase, the files kubeboot would write (diffs for non-secret files) and the commands
+    it would run. Connects and reads; changes nothing. Same as `up --dry-run`."""
+    _do_up(dry_run=True, **kw)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,8 @@ from kubeboot import state
 from kubeboot.config.load import load_inventory_text
 from kubeboot.config.model import ClusterConfig, KeyAlgorithm
 from kubeboot.errors import ConfigError, KubebootError, Problem
-from kubeboot.pki.bundle import PkiChange, plan_pki
+from kubeboot.pki.bundle import ClusterPki, PkiChange, plan_pki
+from kubeboot.pki.tokens import BootstrapToken
 from kubeboot.pki.keys import KeyGen, PrivateKey, generate_key
 from kubeboot.plan.artifact import Artifact
 from kubeboot.render.cluster import render_cluster
@@ -34,6 +35,8 @@ def load_inventory(path: Path) -> ClusterConfig:
 class RenderResult:
     config: ClusterConfig
     hosts: dict[str, tuple[Artifact, ...]]
+    pki: ClusterPki
+    token: BootstrapToken
     pki_changes: list[PkiChange]
     token_created: bool
     state_dir: Path
@@ -64,7 +67,7 @@ def render(inventory: Path, state_dir: Path | None, now: datetime | None = None,
     hosts = render_cluster(cfg, pki, token)
     new_state = {**stored, **pki.to_stored(), **state.token_entry(token)}
     written = state.write_state(root, new_state, stored)
-    return RenderResult(cfg, hosts, changes, token_created, root, written, key_seconds, time.perf_counter() - t0)
+    return RenderResult(cfg, hosts, pki, token, changes, token_created, root, written, key_seconds, time.perf_counter() - t0)
 
 
 def write_tree(out: Path, hosts: dict[str, tuple[Artifact, ...]]) -> int:

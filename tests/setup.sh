@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(openssl nginx libnginx-mod-stream containerd openssh-server openssh-client openssh-sftp-server iproute2 sudo procps psmisc libfaketime
-      netcat-openbsd util-linux)
+      netcat-openbsd util-linux iptables conntrack ethtool socat ebtables)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then

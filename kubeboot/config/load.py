@@ -27,6 +27,7 @@ from kubeboot.config.model import (
     KeyAlgorithm,
     LoadBalancerMode,
     Networking,
+    Packages,
     Role,
     SSHSettings,
 )
@@ -56,7 +57,9 @@ _SPEC_KEYS = {
     "containerRuntime",
     "imageRepository",
     "clusterName",
+    "packages",
 }
+_PACKAGES_KEYS = {"aptRepository", "rpmRepository"}
 _NETWORKING_KEYS = {"podSubnet", "serviceSubnet", "dnsDomain", "nodeCIDRMaskSize"}
 _LB_KEYS = {"mode"}
 _CERT_KEYS = {"keyAlgorithm", "apiServerCertSANs", "validityDays", "caValidityDays"}
@@ -257,6 +260,7 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
     image_repository = _string(spec, "imageRepository", "spec", p, default="registry.k8s.io") or "registry.k8s.io"
     if not re.match(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$", image_repository):
         p.error("spec.imageRepository", f"not an image repository: {image_repository!r}")
+    packages = _parse_packages(spec, p)
     cluster_name = _string(spec, "clusterName", "spec", p, default="kubernetes") or "kubernetes"
     if not _DNS1123_SUBDOMAIN.match(cluster_name):
         p.error("spec.clusterName", f"must be a lower-case DNS-1123 subdomain, got {cluster_name!r}")
@@ -274,6 +278,7 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
         runtime=runtime,
         hosts=tuple(hosts),
         image_repository=image_repository,
+        packages=packages,
         cluster_name=cluster_name,
     )
 
@@ -403,6 +408,21 @@ def _parse_certificates(spec: Mapping[str, Any], p: _Problems) -> Certificates:
     if ca_validity < validity:
         p.error(f"{path}.caValidityDays", f"{ca_validity} is shorter than validityDays {validity}")
     return Certificates(alg, tuple(sans), validity, ca_validity)
+
+
+def _parse_packages(spec: Mapping[str, Any], p: _Problems) -> Packages:
+    path = "spec.packages"
+    m = _mapping(spec.get("packages"), path, p, _PACKAGES_KEYS)
+    if m is None:
+        return Packages()
+    apt = _string(m, "aptRepository", path, p)
+    if apt is not None and not re.match(r"^deb (\[[^\]]*\] )?(https?|file)://\S+ \S+( \S+)*$", apt):
+        p.error(f"{path}.aptRepository", f"expected an apt sources line 'deb [options] URL SUITE [COMPONENTS]', "
+                                         f"got {apt!r}")
+    rpm = _string(m, "rpmRepository", path, p)
+    if rpm is not None and not re.match(r"^(https?|file)://\S+/$", rpm):
+        p.error(f"{path}.rpmRepository", f"expected a repository base URL ending in '/', got {rpm!r}")
+    return Packages(apt, rpm)
 
 
 def _parse_runtime(spec: Mapping[str, Any], p: _Problems) -> ContainerRuntime:

@@ -123,6 +123,15 @@ class ContainerRuntime:
 
 
 @dataclass(frozen=True)
+class Packages:
+    """Where kubelet/kubectl come from. Empty: pkgs.k8s.io for the target minor. A mirror or a local
+    repository is given as a full apt sources line / an rpm baseurl."""
+
+    apt_repository: str | None = None
+    rpm_repository: str | None = None
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     name: str  # metadata.name: names the state directory
     version: KubernetesVersion
@@ -133,6 +142,7 @@ class ClusterConfig:
     runtime: ContainerRuntime
     hosts: tuple[Host, ...]
     image_repository: str = "registry.k8s.io"
+    packages: Packages = Packages()
     cluster_name: str = "kubernetes"  # kubeadm ClusterConfiguration.clusterName (kubeconfig cluster name)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

@@ -18,7 +18,8 @@ class RunOptions:
     ignore_preflight_errors: frozenset[str] = frozenset()  # lower-case check names, or {"all"}
     disable_firewall: bool = False
     phases_in_run: frozenset[str] = frozenset()  # top-level phase names this run executes
-    offline_packages: str | None = None  # local directory of packages to install instead of a repository
+    # Packages the user supplied (--offline-packages DIR): (file name, bytes), installed instead of a repository.
+    offline_packages: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ m uid; id -u
 m swaps; tail -n +2 /proc/swaps 2>/dev/null
 m fstab-swap; grep -E '^[^#].*[[:space:]]swap[[:space:]]' /etc/fstab 2>/dev/null
 m selinux; if command -v getenforce >/dev/null 2>&1; then getenforce; elif [ -r /sys/fs/selinux/enforce ]; then cat /sys/fs/selinux/enforce; fi
-m modules; for mod in br_netfilter overlay; do [ -d /sys/module/$mod ] && echo $mod; done; grep -qw overlay /proc/filesystems 2>/dev/null && echo overlay
+m modules; for mod in br_netfilter overlay; do [ -d /sys/module/$mod ] && echo $mod; done; [ -d /proc/sys/net/bridge ] && echo br_netfilter; grep -qw overlay /proc/filesystems 2>/dev/null && echo overlay
 m sysctl; for k in {sysctls}; do f=/proc/sys/$(echo $k | tr . /); [ -r "$f" ] && echo "$k=$(cat "$f")"; done
 m binaries; for b in {bins}; do p=$(command -v "$b" 2>/dev/null) && echo "$b=$p"; done
 m ports; (ss -Htln 2>/dev/null || netstat -tln 2>/dev/null | tail -n +3) | awk '{{print $4}}'

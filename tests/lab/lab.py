@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import shlex
 import secrets
 import shutil
 import signal
@@ -844,7 +845,8 @@ class Lab:
         h = self.host(host)
         dirs = self.sh_in(
             h,
-            'for d in $(echo "$PATH" | tr : " "); do [ -e "$d/$0" ] && readlink -f "$d"; done | sort -u',
+            f'n={shlex.quote(name)}; for d in $(echo "$PATH" | tr : " "); do [ -e "$d/$n" ] || [ -L "$d/$n" ] '
+            '&& readlink -f "$d"; done | sort -u',
             check=False,
         ).split()
         for d in dirs:

@@ -1,0 +1,46 @@
+"""Phase `files`: place each host's rendered files (only those whose digest, mode or owner differ) and
+restart a service only when one of its inputs changed."""
+
+from __future__ import annotations
+
+from kubeboot.config.model import Host
+from kubeboot.phases.base import Phase, PhaseContext
+from kubeboot.plan.actions import Action, RunCommand, WriteFile, file_actions
+
+KUBELET_INPUTS = ("/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env",
+                  "/var/lib/kubelet/instance-config.yaml", "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf")
+DROP_IN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+NGINX = "/etc/nginx/nginx.conf"
+CONTAINERD = "/etc/containerd/config.toml"
+
+
+def plan_files(ctx: PhaseContext, host: Host) -> list[Action]:
+    f = ctx.facts[host.name]
+    writes = file_actions(ctx.artifacts.get(host.name, ()), f)
+    out: list[Action] = list(writes)
+    changed = {w.artifact.path for w in writes if "content changed" in w.reason or w.reason == "new"}
+    if not f.systemd:
+        return out  # preflight reported it (Systemd); files are placed, services are left alone
+    if DROP_IN in changed:
+        out.append(RunCommand("systemctl daemon-reload", f"{DROP_IN} changed"))
+    kubelet_changed = sorted(changed & set(KUBELET_INPUTS))
+    if kubelet_changed and f.services.get("kubelet") == "active":
+        out.append(RunCommand("systemctl restart kubelet", f"{', '.join(kubelet_changed)} changed"))
+    if CONTAINERD in changed and f.services.get("containerd") == "active":
+        out.append(RunCommand("systemctl restart containerd", f"{CONTAINERD} changed"))
+    if any(a.path == NGINX for a in ctx.artifacts.get(host.name, ())):
+        if f.services.get("nginx") == "active":
+            if NGINX in changed:
+                # Reload, not restart: established API connections (watches) survive a reload.
+                out.append(RunCommand("nginx -t -q && systemctl reload nginx", f"{NGINX} changed"))
+        else:
+            out.append(RunCommand("nginx -t -q && systemctl enable --now nginx", "nginx is not running"))
+    return out
+
+
+def written_paths(actions: list[Action]) -> list[str]:
+    return [a.artifact.path for a in actions if isinstance(a, WriteFile)]
+
+
+FILES = Phase("files", "Place every rendered file (PKI, kubeconfigs, manifests, kubelet, containerd, nginx)",
+              plan_files)
