@@ -117,7 +117,8 @@ func checkPod(file string) []string {
 	if pod.Name == "" {
 		return []string{"metadata.name: Required value: name is needed for the pod"}
 	}
-	// The kubelet's applyDefaults for file sources (UID and config-hash annotation left out).
+	// The kubelet's applyDefaults for file sources (UID, config-hash annotation and the default
+	// NoExecute toleration left out: they cannot make a pod invalid).
 	pod.Name = pod.Name + "-" + nodeName
 	if pod.Namespace == "" {
 		pod.Namespace = "default"
