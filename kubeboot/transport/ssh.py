@@ -30,6 +30,9 @@ from kubeboot.transport.base import CommandResult, Tracer, command_failed, insta
 
 CONNECT_TIMEOUT = 10.0
 CONNECT_ATTEMPTS = 3
+CHANNEL_TIMEOUT = 30.0  # opening a session on a connection whose host died must fail, not hang for an hour
+KEEPALIVE = 10  # seconds between keepalives, so a silently dead peer is noticed
+UPLOAD_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,9 @@ class SSHTransport:
                                           hint="check the address and the route to the host") from None
             time.sleep(min(2.0 * attempt, 5.0))  # backoff before retrying a timeout
         transport = conn.client.get_transport()
+        if transport is not None:
+            transport.channel_timeout = CHANNEL_TIMEOUT
+            transport.set_keepalive(KEEPALIVE)
         sock = getattr(transport, "sock", None)
         if isinstance(sock, socket.socket):
             # One round trip per command: without NODELAY small writes wait for delayed ACKs (48 ms -> 15 ms).
@@ -159,6 +165,7 @@ class SSHTransport:
     def run(self, command: str, *, check: bool = True, timeout: float | None = None,
             display: str | None = None) -> CommandResult:
         conn = self._connection()
+        timeout = timeout or 600.0  # nothing kubeboot runs may hang a run forever
         shown = display or command
         self._trace(f"{self.name}$ {shown}")
         wrapped = f"sh -c {shlex.quote(command)}"
@@ -187,6 +194,18 @@ class SSHTransport:
             raise command_failed(result)
         return result
 
+    def _raw(self, command: str, what: str, **kwargs: Any) -> Any:
+        """A plain (login-user) command with kubeboot's error mapping and a bounded duration."""
+        kwargs.setdefault("timeout", UPLOAD_TIMEOUT)
+        try:
+            return self._connection().run(command, hide=True, warn=True, **kwargs)
+        except invoke.exceptions.CommandTimedOut:
+            raise RemoteCommandError(f"{self.name}: {what} did not finish within {kwargs['timeout']:.0f}s") from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            self._conn = None
+            raise HostConnectionError(f"{self.name}: connection lost during {what}: {exc}",
+                                      hint="re-run once the host is reachable; finished steps are skipped") from None
+
     def _check_sudo(self, stderr: str) -> None:
         user = self.target.user
         if "a password is required" in stderr or "no password was provided" in stderr:
@@ -201,7 +220,7 @@ class SSHTransport:
 
     def _upload_dir(self) -> str:
         if self._tmpdir is None:
-            res = self._connection().run("umask 077 && mktemp -d /tmp/kubeboot.XXXXXXXX", hide=True, warn=True)
+            res = self._raw("umask 077 && mktemp -d /tmp/kubeboot.XXXXXXXX", "creating an upload directory")
             if res.exited != 0:
                 raise RemoteCommandError(f"{self.name}: cannot create a temporary directory: {res.stderr.strip()}")
             self._tmpdir = res.stdout.strip()
@@ -210,12 +229,11 @@ class SSHTransport:
     def put(self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root") -> None:
         """Stream the bytes (base64, as the login user, into a 0700 temp dir), then install as root and rename
         into place, so a reader never sees half a file and the target never has the wrong mode."""
-        conn = self._connection()
         tmp = f"{self._upload_dir()}/upload"
         self._trace(f"{self.name}: put {path} ({len(content)} bytes, mode {mode:04o})")
         payload = base64.b64encode(content).decode()
-        res = conn.run(f"umask 077 && base64 -d > {shlex.quote(tmp)}", hide=True, warn=True,
-                       in_stream=_TextStream(payload))
+        res = self._raw(f"umask 077 && base64 -d > {shlex.quote(tmp)}", f"the upload of {path}",
+                        in_stream=_TextStream(payload))
         if res.exited != 0:
             raise RemoteCommandError(f"{self.name}: upload of {path} failed: {res.stderr.strip()}")
         self.run(install_script(path, mode, owner, group, tmp) + f" && rm -f {shlex.quote(tmp)}",
@@ -231,7 +249,10 @@ class SSHTransport:
     def close(self) -> None:
         if self._conn is not None:
             if self._tmpdir is not None and self._conn.is_connected:
-                self._conn.run(f"rm -rf {shlex.quote(self._tmpdir)}", hide=True, warn=True)
+                try:
+                    self._conn.run(f"rm -rf {shlex.quote(self._tmpdir)}", hide=True, warn=True, timeout=10)
+                except Exception:  # noqa: BLE001 - best effort: the host may be gone
+                    pass
             self._conn.close()
         self._conn = None
         self._tmpdir = None

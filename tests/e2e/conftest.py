@@ -35,10 +35,20 @@ def inventory(lab: Lab, path: Path, hosts: int = 5, **spec_overrides: object) ->
     return path
 
 
+def proxy_only_ssh_config(lab: Lab) -> Path:
+    """An OpenSSH client config that only routes into the lab (ProxyCommand through its controller
+    namespace): users, keys and host-key policy all come from kubeboot's own settings."""
+    path = lab.dir / "kubeboot-ssh_config"
+    if not path.exists():
+        path.write_text(f"Host 10.200.0.*\n    ProxyCommand {lab.proxy_command()}\n")
+    return path
+
+
 def kubeboot(lab: Lab, inv: Path, *args: str, known_hosts: Path | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "kubeboot.cli", *args[:1], "-i", str(inv),
-           "--known-hosts", str(known_hosts or lab.known_hosts), "--ssh-config", str(lab.ssh_config), *args[1:]]
+           "--known-hosts", str(known_hosts or lab.known_hosts), "--ssh-config", str(proxy_only_ssh_config(lab)),
+           *args[1:]]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
                           env={**os.environ, **(env or {})}, cwd=inv.parent)
 

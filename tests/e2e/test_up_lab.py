@@ -12,7 +12,7 @@ from kubeboot.errors import HostConnectionError
 from kubeboot.phases.base import RunOptions
 from kubeboot.runner import ConnectOptions
 from kubeboot.up import UpRequest, up
-from tests.e2e.conftest import inventory, kubeboot, snapshot
+from tests.e2e.conftest import inventory, kubeboot, proxy_only_ssh_config, snapshot
 from tests.lab import Lab
 
 pytestmark = pytest.mark.lab(hosts=5)
@@ -112,7 +112,7 @@ def test_host_lost_mid_run_fails_alone_and_a_rerun_converges(lab: Lab, tmp_path:
     lab.sh_in("h2", "rm -rf /etc/kubernetes/* /var/lib/kubelet/*")
     lab.sh_in("h3", "rm -rf /etc/kubernetes/* /var/lib/kubelet/*")
     req = UpRequest(inv, None, only=("files",), options=RunOptions(ignore_preflight_errors=frozenset({"systemd"})),
-                    connect=ConnectOptions(lab.known_hosts, False, lab.ssh_config, 10))
+                    connect=ConnectOptions(lab.known_hosts, False, proxy_only_ssh_config(lab), 10))
     try:
         with pytest.raises(HostConnectionError) as info:
             up(req, _LoseHostAfterConnect(lab))
@@ -137,12 +137,12 @@ def test_connection_failures_have_distinct_messages_and_exit_codes(lab: Lab, tmp
     base = inventory(lab, tmp_path / "inv.yaml", hosts=2)
 
     wrong_key = inventory(lab, tmp_path / "wrong-key.yaml", hosts=2, ssh={"user": "root", "keyPath": str(other_key)})
-    res = kubeboot(lab, wrong_key, "up", "--only", "preflight")
+    res = kubeboot(lab, wrong_key, "up", "--only", "preflight", "--ignore-preflight-errors=all")
     assert res.returncode == 9 and "SSH authentication failed" in res.stderr, res.stderr
 
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    res = kubeboot(lab, base, "up", "--only", "preflight", known_hosts=empty)
+    res = kubeboot(lab, base, "up", "--only", "preflight", "--ignore-preflight-errors=all", known_hosts=empty)
     assert res.returncode == 10 and "unknown host key" in res.stderr and "--accept-new-host-keys" in res.stderr
 
     bad = tmp_path / "bad_known_hosts"
@@ -150,31 +150,31 @@ def test_connection_failures_have_distinct_messages_and_exit_codes(lab: Lab, tmp
                            for line in lab.known_hosts.read_text().splitlines(True)
                            if str(lab.host("h1").address) in line))
     two = inventory(lab, tmp_path / "h2.yaml", hosts=2)
-    res = kubeboot(lab, two, "up", "--only", "preflight", known_hosts=bad)
+    res = kubeboot(lab, two, "up", "--only", "preflight", "--ignore-preflight-errors=all", known_hosts=bad)
     assert res.returncode == 10 and "does not match" in res.stderr, res.stderr
 
     accept = tmp_path / "accepted_known_hosts"
-    res = kubeboot(lab, base, "up", "--only", "preflight", "--accept-new-host-keys", known_hosts=accept)
+    res = kubeboot(lab, base, "up", "--only", "preflight", "--ignore-preflight-errors=all", "--accept-new-host-keys", known_hosts=accept)
     assert res.returncode == 0, res.stderr
     assert str(lab.host("h2").address) in accept.read_text()
 
     sudo = inventory(lab, tmp_path / "sudo.yaml", hosts=2,
                      ssh={"user": "kbuser", "keyPath": str(lab.key_path), "sudoPasswordEnv": "KB_SUDO"})
-    res = kubeboot(lab, sudo, "up", "--only", "preflight", env={"KB_SUDO": "wrong"})
+    res = kubeboot(lab, sudo, "up", "--only", "preflight", "--ignore-preflight-errors=all", env={"KB_SUDO": "wrong"})
     assert res.returncode == 11 and "sudo rejected the password" in res.stderr, res.stderr
-    res = kubeboot(lab, sudo, "up", "--only", "preflight", env={"KB_SUDO": "kbpass"})
+    res = kubeboot(lab, sudo, "up", "--only", "preflight", "--ignore-preflight-errors=all", env={"KB_SUDO": "kbpass"})
     assert res.returncode == 0, res.stderr  # the right password works, without a terminal
 
     nosudo = inventory(lab, tmp_path / "nosudo.yaml", hosts=2, ssh={"user": "nosudo", "keyPath": str(lab.key_path)})
-    res = kubeboot(lab, nosudo, "up", "--only", "preflight")
+    res = kubeboot(lab, nosudo, "up", "--only", "preflight", "--ignore-preflight-errors=all")
     assert res.returncode == 11 and ("may not use sudo" in res.stderr or "needs a password" in res.stderr), res.stderr
 
     missing = inventory(lab, tmp_path / "missing.yaml", hosts=2, ssh={"user": "root", "keyPath": "/nonexistent/key"})
-    res = kubeboot(lab, missing, "up", "--only", "preflight")
+    res = kubeboot(lab, missing, "up", "--only", "preflight", "--ignore-preflight-errors=all")
     assert res.returncode == 3 and "spec.hosts[0].ssh.keyPath: key file /nonexistent/key does not exist" in res.stderr
 
     text = base.read_text().replace(str(lab.host("h2").address), "10.200.0.99")
     unreachable = tmp_path / "unreachable.yaml"
     unreachable.write_text(text)
-    res = kubeboot(lab, unreachable, "up", "--only", "preflight")
+    res = kubeboot(lab, unreachable, "up", "--only", "preflight", "--ignore-preflight-errors=all")
     assert res.returncode == 8 and "h2 (root@10.200.0.99:22)" in res.stderr, res.stderr
