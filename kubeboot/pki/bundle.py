@@ -142,7 +142,8 @@ def plan_pki(cfg: ClusterConfig, stored: Mapping[str, bytes], now: datetime, key
         pair = _load_pair(stored, f"pki/{spec.base}", f"CA {spec.id}")
         if pair is None:
             key = keygen(alg)
-            cert = issue_ca(spec.cn, key, start, timedelta(days=cfg.certificates.ca_validity_days))
+            # kubeadm: NotBefore is back-dated, NotAfter counts from the start time (not from NotBefore).
+            cert = issue_ca(spec.cn, key, start, now + timedelta(days=cfg.certificates.ca_validity_days))
             cas[spec.id] = KeyPair(cert, key)
             changes.append(PkiChange("cluster", spec.id, "created"))
             continue

@@ -170,7 +170,7 @@ def _key_usage(ca: bool) -> x509.KeyUsage:
     )
 
 
-def issue_ca(cn: str, key: PrivateKey, not_before: datetime, validity: timedelta) -> x509.Certificate:
+def issue_ca(cn: str, key: PrivateKey, not_before: datetime, not_after: datetime) -> x509.Certificate:
     """pkiutil.NewSelfSignedCACert: CA:TRUE without pathlen, CN also as DNS SAN, SKI, no AKI."""
     builder = (
         x509.CertificateBuilder()
@@ -179,7 +179,7 @@ def issue_ca(cn: str, key: PrivateKey, not_before: datetime, validity: timedelta
         .public_key(key.public_key())
         .serial_number(random_serial())
         .not_valid_before(not_before)
-        .not_valid_after(not_before + validity)
+        .not_valid_after(not_after)
         .add_extension(_key_usage(True), critical=True)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_ski(key.public_key()), critical=False)

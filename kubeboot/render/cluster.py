@@ -33,12 +33,10 @@ def local_api_url(host: Host) -> str:
 
 
 def _kubeconfig_server(cfg: ClusterConfig, host: Host, file: str) -> str:
-    """admin/super-admin: the endpoint. controller-manager/scheduler: this node's own API server.
-    kubelet.conf: the endpoint on the init node; a joined control plane's kubelet talks to its local API server
-    (ControlPlaneKubeletLocalMode, GA since 1.35), so it keeps working while the endpoint is re-pointed."""
-    if file in ("controller-manager.conf", "scheduler.conf"):
-        return local_api_url(host)
-    if file == "kubelet.conf" and host.name != cfg.first_control_plane.name and cfg.version.facts.kubelet_local_mode:
+    """admin/super-admin: the endpoint. controller-manager, scheduler and kubelet: this node's own API server
+    (kubeadm's init kubeconfig phase clears the endpoint for kubelet.conf; joined control planes bootstrap
+    against their local API server too), so a control plane's components never depend on the load balancer."""
+    if file in ("controller-manager.conf", "scheduler.conf", "kubelet.conf"):
         return local_api_url(host)
     return cfg.control_plane_endpoint.url()
 

@@ -198,27 +198,9 @@ class Difference:
 # host has, see _kubeboot_manifest.)
 DELIBERATE_DIFFERENCES: tuple[Difference, ...] = ()
 
-KUBELET_CONF_BUG = (
-    "kubeboot bug: kubelet.conf on the init node points at the controlPlaneEndpoint; kubeadm's init phase "
-    "`kubeconfig kubelet` (cmd/phases/init/kubeconfig.go runKubeConfigFile, 1.35-1.37) clears "
-    "ControlPlaneEndpoint for kubelet.conf, so it points at the node's own API server https://<advertise>:6443 "
-    "(kubeboot/render/cluster.py _kubeconfig_server; docs/kubeadm-versions.md section 4 and 10.12 say CPE)"
-)
-CA_VALIDITY_BUG = (
-    "kubeboot bug: CA certificates end 5 minutes early. kubeadm (phases/certs/certlist.go GetConfig) sets "
-    "NotBefore = start - 5m but NotAfter = start + caCertificateValidityPeriod, so a CA is valid "
-    "caValidityDays + 5 minutes; kubeboot (kubeboot/pki/bundle.py plan_pki -> certs.issue_ca) computes NotAfter "
-    "from the back-dated NotBefore: exactly caValidityDays"
-)
-
-# kubeboot bugs: masked in the general comparisons, asserted (kubeadm's behaviour) in the strict-xfail tests
-# test_bug_kubelet_conf_server and test_bug_ca_validity below.
-KNOWN_BUGS: tuple[Difference, ...] = (
-    Difference("kubelet.conf", "server", KUBELET_CONF_BUG),
-    Difference("pki/ca.crt", "validity", CA_VALIDITY_BUG),
-    Difference("pki/front-proxy-ca.crt", "validity", CA_VALIDITY_BUG),
-    Difference("pki/etcd/ca.crt", "validity", CA_VALIDITY_BUG),
-)
+# kubeboot bugs found by this test are fixed, not masked: kubelet.conf on the init node now points at the
+# local API server and CA NotAfter counts from the start time. Nothing is masked any more.
+KNOWN_BUGS: tuple[Difference, ...] = ()
 
 
 def _masked(file: str) -> set[str]:
@@ -647,19 +629,17 @@ def test_manifests(rendered: Rendered, name: str) -> None:
                                   f"{_diff(adm_bytes.decode(), kb_bytes.decode(), rel)}"
 
 
-# --- known kubeboot bugs: kubeadm's behaviour asserted, expected to fail until kubeboot is fixed ------------------
+# --- regressions of bugs this test found (fixed): kubeadm's behaviour asserted for kubeadm and kubeboot -------------
 
 
-@pytest.mark.xfail(strict=True, reason=KUBELET_CONF_BUG)
-def test_bug_kubelet_conf_server(rendered: Rendered) -> None:
+def test_kubelet_conf_server_is_the_local_api_server(rendered: Rendered) -> None:
     adm = yaml.safe_load(rendered.kubeadm.files["kubelet.conf"])["clusters"][0]["cluster"]["server"]
     kb = yaml.safe_load(rendered.kubeboot.files["kubelet.conf"])["clusters"][0]["cluster"]["server"]
-    assert adm == _local_url(rendered.variant)  # kubeadm's own behaviour (not what is expected to fail)
+    assert adm == _local_url(rendered.variant)  # kubeadm's own behaviour
     assert kb == adm
 
 
-@pytest.mark.xfail(strict=True, reason=CA_VALIDITY_BUG)
-def test_bug_ca_validity(rendered: Rendered) -> None:
+def test_ca_validity_counts_from_the_start_time(rendered: Rendered) -> None:
     want = _minutes(timedelta(days=rendered.variant.ca_validity_days, minutes=5))
     for rel in ("pki/ca.crt", "pki/front-proxy-ca.crt", "pki/etcd/ca.crt"):
         assert describe_cert(rendered.kubeadm.files[rel])["validity"] == want, f"kubeadm {rel}"

@@ -42,7 +42,7 @@ def test_fresh_plan_issues_kubeadm_identities(keygen, now) -> None:  # type: ign
         assert cert.not_valid_before_utc == now - timedelta(minutes=5)
         assert cert.not_valid_after_utc == now + timedelta(days=365)
     for ca in pki.cas.values():
-        assert ca.cert.not_valid_after_utc == now - timedelta(minutes=5) + timedelta(days=3650)
+        assert ca.cert.not_valid_after_utc == now + timedelta(days=3650)  # from the start time, as kubeadm
     # every key in one render is distinct (no accidental sharing between CA and leaves)
     pems = [private_key_pem(p.key) for p in [*pki.cas.values(), *pki.leaves.values(), *pki.clients.values()]]
     assert len(set(pems)) == len(pems)

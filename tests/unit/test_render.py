@@ -59,7 +59,7 @@ def test_kubeconfig_servers(keygen, now) -> None:  # type: ignore[no-untyped-def
 
     assert server("cp1", "admin.conf") == "https://lb.example.test:6443"
     assert server("cp2", "controller-manager.conf") == "https://10.0.0.12:6443"
-    assert server("cp1", "kubelet.conf") == "https://lb.example.test:6443"  # init node, as kubeadm init
+    assert server("cp1", "kubelet.conf") == "https://10.0.0.11:6443"  # kubeadm init: the local API server
     assert server("cp3", "kubelet.conf") == "https://10.0.0.13:6443"  # joined node: ControlPlaneKubeletLocalMode
     assert server("w1", "bootstrap-kubelet.conf") == "https://lb.example.test:6443"
     boot = yaml.safe_load(_by_path(hosts["w1"])["/etc/kubernetes/bootstrap-kubelet.conf"].content)
