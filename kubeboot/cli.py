@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ import click
 
 from kubeboot import __version__, output
 from kubeboot.config.versions import DEFAULT_MINOR, RELEASES, SUPPORTED_MINORS
-from kubeboot.errors import ConfigError, KubebootError
+from kubeboot.errors import ConfigError, KubebootError, Problem
 
 
 class _Group(click.Group):
@@ -38,7 +39,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     Exit codes: 0 ok, 1 internal, 2 usage, 3 invalid inventory/flags, 4 inconsistent state directory,
     5 preflight, 6 remote command, 7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo,
-    12 join/discovery.
+    12 join endpoint unreachable, 13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or
+    expired, 16 wrong certificate key.
     """
     ctx.meta["kubeboot.debug"] = debug
 
@@ -185,6 +187,178 @@ def plan(**kw: object) -> None:
     """Show, per host and phase, the files kubeboot would write (diffs for non-secret files) and the commands
     it would run. Connects and reads; changes nothing. Same as `up --dry-run`."""
     _do_up(dry_run=True, **kw)  # type: ignore[arg-type]
+
+
+_kubeconfig = click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                           default=Path("/etc/kubernetes/admin.conf"), show_default=True,
+                           help="Credentials for the API server (a control plane's admin.conf).")
+
+
+@main.group()
+def token() -> None:
+    """Manage bootstrap tokens (kubeadm-compatible: bootstrap-token-<id> Secrets in kube-system)."""
+
+
+@token.command("create")
+@_kubeconfig
+@click.option("--ttl", default="24h", show_default=True, help="Lifetime (e.g. 24h, 90m); 0 never expires.")
+@click.option("--description", default="", help="Shown by `token list`.")
+@click.option("--print-join-command", is_flag=True, help="Print the full `kubeboot join` command for a worker.")
+def token_create(kubeconfig: Path, ttl: str, description: str, print_join_command: bool) -> None:
+    """Create a bootstrap token and print it (the one place, with init, where a token is shown)."""
+    from kubeboot.apiphases import join_commands, kubeconfig_server_and_ca, parse_ttl
+    from kubeboot.kube import client as kc
+    from kubeboot.pki.tokens import generate_token
+
+    tok = generate_token(kc.now_utc(), parse_ttl(ttl))
+    kc.create_token(kc.from_kubeconfig(kubeconfig), tok, description)
+    if print_join_command:
+        server, ca = kubeconfig_server_and_ca(kubeconfig)
+        output.secret_result(join_commands(server.removeprefix("https://"), tok, ca, None).worker)
+    else:
+        output.secret_result(str(tok))
+
+
+@token.command("list")
+@_kubeconfig
+def token_list(kubeconfig: Path) -> None:
+    """List bootstrap tokens by id (secrets are never shown)."""
+    from kubeboot.kube import client as kc
+
+    output.result(f"{'TOKEN ID':<9} {'EXPIRES':<21} {'USAGES':<30} {'GROUPS':<50} DESCRIPTION")
+    for t in kc.list_tokens(kc.from_kubeconfig(kubeconfig)):
+        output.result(f"{t.id:<9} {t.expires:<21} {','.join(t.usages) or '-':<30} {','.join(t.groups) or '-':<50} "
+                      f"{t.description}")
+
+
+@token.command("delete")
+@_kubeconfig
+@click.argument("tokens", nargs=-1, required=True)
+def token_delete(kubeconfig: Path, tokens: tuple[str, ...]) -> None:
+    """Delete tokens given by id or as id.secret."""
+    from kubeboot.kube import client as kc
+
+    api = kc.from_kubeconfig(kubeconfig)
+    for t in tokens:
+        tid = t.split(".", 1)[0]
+        if not re.fullmatch(r"[a-z0-9]{6}", tid):
+            raise ConfigError([Problem("TOKEN", f"{tid!r} is not a token id ([a-z0-9]{{6}})")], source="arguments")
+        output.result(f"bootstrap token {tid} " + ("deleted" if kc.delete_token(api, tid) else "did not exist"))
+
+
+@main.group()
+def certs() -> None:
+    """Certificate helpers."""
+
+
+@certs.command("certificate-key")
+def certs_certificate_key() -> None:
+    """Print a new random certificate key (64 hex characters) for upload-certs / join --control-plane."""
+    from kubeboot.pki.protocol import new_certificate_key
+
+    output.secret_result(new_certificate_key())
+
+
+@main.group()
+def init() -> None:
+    """Control-plane initialisation; `init phase` runs single phases on an initialised control plane."""
+
+
+@init.group("phase")
+def init_phase() -> None:
+    """Run one phase of init against the API server."""
+
+
+@init_phase.command("upload-certs")
+@_kubeconfig
+@click.option("--upload-certs", "do_upload", is_flag=True, required=True,
+              help="Upload the shared certificates (required, as with kubeadm).")
+@click.option("--certificate-key", default=None, help="Key to encrypt with (default: a new one, printed).")
+@click.option("--cert-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/etc/kubernetes/pki"),
+              show_default=True)
+def init_phase_upload_certs(kubeconfig: Path, do_upload: bool, certificate_key: str | None, cert_dir: Path) -> None:
+    """Encrypt the CA, front-proxy CA, etcd CA and sa keys into the kubeadm-certs Secret (2-hour lifetime)."""
+    from kubeboot.apiphases import upload_certs_phase
+    from kubeboot.kube import client as kc
+
+    if not do_upload:
+        raise ConfigError([Problem("--upload-certs", "required")], source="flags")
+    key = upload_certs_phase(kc.from_kubeconfig(kubeconfig), cert_dir, certificate_key)
+    output.error("[upload-certs] stored the certificates in Secret kube-system/kubeadm-certs; key (valid 2h):")
+    output.secret_result(key)
+
+
+@init_phase.command("bootstrap-token")
+@_kubeconfig
+@click.option("--super-admin-kubeconfig", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("/etc/kubernetes/super-admin.conf"), show_default=True,
+              help="Used once to create the kubeadm:cluster-admins binding if admin.conf is still forbidden.")
+@click.option("--print-join-command", is_flag=True, help="Create a token too and print the worker join command.")
+def init_phase_bootstrap_token(kubeconfig: Path, super_admin_kubeconfig: Path, print_join_command: bool) -> None:
+    """Create the node-bootstrap RBAC, cluster-info (and its anonymous read) and, optionally, a token."""
+    from kubeboot.apiphases import bootstrap_token_phase, join_commands, kubeconfig_server_and_ca
+    from kubeboot.kube import client as kc
+    from kubeboot.pki.tokens import generate_token
+
+    admin = kc.from_kubeconfig(kubeconfig)
+    sup = kc.from_kubeconfig(super_admin_kubeconfig) if super_admin_kubeconfig.exists() else None
+    kc.ensure_admin_binding(admin, sup)
+    server, ca = kubeconfig_server_and_ca(kubeconfig)
+    tokens = [generate_token(kc.now_utc())] if print_join_command else []
+    result = bootstrap_token_phase(admin, None, server, ca, tokens)
+    changed = [k for k, v in result.items() if v != "unchanged"]
+    output.error(f"[bootstrap-token] {len(changed)} object(s) created or updated, "
+                 f"{len(result) - len(changed)} unchanged")
+    if tokens:
+        output.secret_result(join_commands(server.removeprefix("https://"), tokens[0], ca, None).worker)
+
+
+@init_phase.command("upload-config")
+@_kubeconfig
+@_inventory
+def init_phase_upload_config(kubeconfig: Path, inventory: Path) -> None:
+    """Store the ClusterConfiguration (kubeadm-config) and KubeletConfiguration (kubelet-config) that joining
+    nodes read, with the RBAC that lets them."""
+    from kubeboot.apiphases import upload_config_phase
+    from kubeboot.kube import client as kc
+    from kubeboot.offline import load_inventory
+
+    result = upload_config_phase(kc.from_kubeconfig(kubeconfig), load_inventory(inventory))
+    for name, outcome in result.items():
+        output.error(f"[upload-config] {name}: {outcome}")
+
+
+@main.command()
+@click.argument("endpoint")
+@click.option("--token", "token_text", required=True, help="Bootstrap token id.secret (for discovery and TLS bootstrap).")
+@click.option("--discovery-token-ca-cert-hash", "pins", multiple=True,
+              help="sha256:<hex> pin of the cluster CA's public key (repeatable: any may match).")
+@click.option("--discovery-token-unsafe-skip-ca-verification", "unsafe", is_flag=True,
+              help="Trust the CA found in cluster-info without a pin (unsafe: the token alone authenticates it).")
+@click.option("--control-plane", is_flag=True, help="Join as a control plane (needs --certificate-key).")
+@click.option("--certificate-key", default=None, help="Key printed by init / upload-certs (64 hex).")
+@click.option("--apiserver-advertise-address", default=None, help="This control plane's address.")
+@click.option("--node-name", default=None, help="Node name (default: this host's name, lower-cased).")
+@click.option("--node-ip", default=None, help="Address the kubelet registers (--node-ip).")
+@click.option("--rootfs", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
+              help="Write the node's files below this directory instead of / .")
+@click.option("--discovery-timeout", default=300.0, show_default=True, help="Seconds to wait for discovery.")
+def join(endpoint: str, token_text: str, pins: tuple[str, ...], unsafe: bool, control_plane: bool,
+         certificate_key: str | None, apiserver_advertise_address: str | None, node_name: str | None,
+         node_ip: str | None, rootfs: Path, discovery_timeout: float) -> None:
+    """Join this node to a cluster with kubeadm's protocol (token discovery, CA pin, certificate key)."""
+    import socket
+
+    from kubeboot.join import JoinRequest
+    from kubeboot.join import join as do_join
+
+    req = JoinRequest(endpoint, token_text, pins, (node_name or socket.gethostname()).lower(), rootfs,
+                      control_plane, certificate_key, apiserver_advertise_address, node_ip, unsafe,
+                      discovery_timeout, min(5.0, discovery_timeout / 4))
+    rep = output.Reporter()
+    result = do_join(req, rep)
+    rep.done(f"joined as {'control plane' if control_plane else 'worker'}: {len(result.written)} file(s) written"
+             + (f", etcd member {result.etcd_member}" if result.etcd_member else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,8 @@
 
 Exit codes are part of the CLI contract (documented in README.md):
   1 unexpected/internal, 2 usage (click), 3 config, 4 state, 5 preflight, 6 remote command,
-  7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo, 12 join/discovery.
+  7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo, 12 endpoint unreachable (join),
+  13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or expired, 16 wrong certificate key.
 """
 
 from __future__ import annotations
@@ -84,4 +85,26 @@ class SudoError(KubebootError):
 
 
 class JoinError(KubebootError):
+    """Discovery could not reach the endpoint (or another join failure without a more specific class)."""
+
     exit_code = 12
+
+
+class TokenRejectedError(JoinError):
+    """The bootstrap token is unknown, expired, not a signing token, or its secret is wrong."""
+
+    exit_code = 13
+
+
+class CAPinMismatchError(JoinError):
+    exit_code = 14
+
+
+class CertsUnavailableError(JoinError):
+    """kubeadm-certs is gone (2-hour lifetime) or cannot be read with this token."""
+
+    exit_code = 15
+
+
+class CertificateKeyError(JoinError):
+    exit_code = 16

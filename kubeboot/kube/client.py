@@ -23,7 +23,13 @@ from kubernetes import config as kconfig
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from kubeboot.errors import JoinError, KubebootError
+from kubeboot.errors import (
+    CAPinMismatchError,
+    CertsUnavailableError,
+    JoinError,
+    KubebootError,
+    TokenRejectedError,
+)
 from kubeboot.kube import objects
 from kubeboot.pki.protocol import jws_valid, pins_match
 from kubeboot.pki.tokens import BootstrapToken
@@ -213,7 +219,7 @@ def fetch_kubeadm_certs(api: k8s.ApiClient) -> dict[str, bytes]:
         s = k8s.CoreV1Api(api).read_namespaced_secret("kubeadm-certs", "kube-system")
     except ApiException as exc:
         if exc.status in (403, 404):
-            raise JoinError("the kubeadm-certs Secret is gone (it expires 2 hours after upload) or not readable",
+            raise CertsUnavailableError("the kubeadm-certs Secret is gone (it expires 2 hours after upload) or not readable",
                             hint="run `kubeboot init phase upload-certs --upload-certs` on a control plane and use "
                                  "the new certificate key") from None
         raise
@@ -247,24 +253,30 @@ def discover(endpoint: str, token: BootstrapToken, pins: Sequence[str], unsafe_s
     deadline = time.monotonic() + timeout
     data: dict[str, str] = {}
     last_error = ""
+    reached = False
     while True:
         try:
             data = _read_cluster_info(insecure)
+            reached = True
             if key in data and "kubeconfig" in data:
                 break
             last_error = f"cluster-info has no signature for token {token.id} (unknown, expired or not a signing token)"
         except ApiException as exc:
+            reached = True
             last_error = f"cluster-info: HTTP {exc.status}"
         except Exception as exc:  # noqa: BLE001 - connection errors of any kind
             last_error = f"cannot reach https://{endpoint}: {type(exc).__name__}"
         if time.monotonic() + interval > deadline:
+            if reached:
+                raise TokenRejectedError(f"discovery via {endpoint} failed after {timeout:.0f}s: {last_error}",
+                                         hint="check the token on a control plane (`kubeboot token list`) or "
+                                              "create one (`kubeboot token create --print-join-command`)")
             raise JoinError(f"discovery via {endpoint} failed after {timeout:.0f}s: {last_error}",
-                            hint="check the endpoint and that the token exists and is not expired "
-                                 "(`kubeboot token list` on a control plane)")
+                            hint="check the endpoint address and port, and that an API server answers there")
         time.sleep(interval)
     content = data["kubeconfig"]
     if not jws_valid(data[key], content, token.id, token.secret):
-        raise JoinError(f"the cluster-info signature does not match token {token.id}.<secret>",
+        raise TokenRejectedError(f"the cluster-info signature does not match token {token.id}.<secret>",
                         hint="the token secret is wrong; create a token with `kubeboot token create`")
     doc = yaml.safe_load(content)
     clusters = doc.get("clusters") or []
@@ -277,7 +289,7 @@ def discover(endpoint: str, token: BootstrapToken, pins: Sequence[str], unsafe_s
         return Discovered(server, ca_pem, content)
     certs = x509.load_pem_x509_certificates(ca_pem)
     if not pins_match(certs, pins):
-        raise JoinError("the cluster CA does not match --discovery-token-ca-cert-hash",
+        raise CAPinMismatchError("the cluster CA does not match --discovery-token-ca-cert-hash",
                         hint="use the hash `kubeboot init` printed (or recompute it from /etc/kubernetes/pki/ca.crt)")
     verified = _client(endpoint, ca_pem)
     again = _read_cluster_info(verified)

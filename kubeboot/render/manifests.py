@@ -222,13 +222,14 @@ def etcd_peer_url(host: Host) -> str:
     return f"https://{_bracket(str(host.address))}:2380"
 
 
-def etcd(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
+def etcd(cfg: ClusterConfig, host: Host, initial_cluster: str | None = None) -> dict[str, Any]:
     """Stacked etcd. Members join in inventory order, as `kubeadm join --control-plane` adds them: the first
-    starts a new cluster alone; member N lists members 1..N with --initial-cluster-state=existing."""
+    starts a new cluster alone; member N lists members 1..N with --initial-cluster-state=existing.
+    A live join passes the member list etcd returned from MemberAdd as initial_cluster."""
     adv = _bracket(str(host.address))
     loopback = "::1" if host.address.version == 6 else "127.0.0.1"
     cps = cfg.control_planes
-    index = [h.name for h in cps].index(host.name)
+    index = [h.name for h in cps].index(host.name) if host in cps else 0
     args = {
         "advertise-client-urls": f"https://{adv}:2379",
         "cert-file": f"{PKI}/etcd/server.crt",
@@ -250,7 +251,9 @@ def etcd(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
         "trusted-ca-file": f"{PKI}/etcd/ca.crt",
         "watch-progress-notify-interval": "5s",
     }
-    if index > 0:
+    if initial_cluster is not None:
+        args["initial-cluster"] = initial_cluster
+    if index > 0 or initial_cluster is not None:
         args["initial-cluster-state"] = "existing"
     image = f"{cfg.image_repository}/etcd:{cfg.version.facts.etcd_image_tag}"
     return _pod(

@@ -1,0 +1,94 @@
+"""Shell: the etcd membership calls a control-plane join needs (add as learner, promote, list), over etcd's
+own v3 JSON gateway with the healthcheck-client certificate — the same API etcdctl uses, no extra library."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubeboot.errors import KubebootError
+
+ETCD_API_TIMEOUT = 120.0  # kubeadm EtcdAPICall
+
+
+class EtcdError(KubebootError):
+    exit_code = 6
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    learner: bool
+
+
+class EtcdClient:
+    def __init__(self, endpoints: list[str], ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        self.endpoints = endpoints
+        self._dir = tempfile.TemporaryDirectory(prefix="kubeboot-etcd-")
+        d = Path(self._dir.name)
+        for name, data in (("ca.crt", ca_pem), ("client.crt", cert_pem), ("client.key", key_pem)):
+            (d / name).write_bytes(data)
+            (d / name).chmod(0o600)
+        self._ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+        self._ctx.load_cert_chain(str(d / "client.crt"), str(d / "client.key"))
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        last: Exception | None = None
+        for ep in self.endpoints:
+            req = urllib.request.Request(f"{ep}/v3/{path}", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, context=self._ctx, timeout=10) as resp:
+                    out: dict[str, Any] = json.loads(resp.read() or b"{}")
+                    return out
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")
+                last = EtcdError(f"etcd {path} via {ep}: HTTP {exc.code}: {detail[:300]}")
+            except OSError as exc:
+                last = EtcdError(f"etcd {path} via {ep}: {exc}")
+        assert last is not None
+        raise last
+
+    def members(self) -> list[Member]:
+        out = self._call("cluster/member/list", {"linearizable": True})
+        return [Member(int(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", [])), bool(m.get("isLearner")))
+                for m in out.get("members", [])]
+
+    def add_learner(self, peer_url: str) -> tuple[Member, list[Member]]:
+        """MemberAdd as learner (kubeadm 1.32+ always); returns the new member and the full list."""
+        out = self._call("cluster/member/add", {"peerURLs": [peer_url], "isLearner": True})
+        m = out["member"]
+        new = Member(int(m["ID"]), "", tuple(m.get("peerURLs", [])), True)
+        members = [Member(int(x["ID"]), x.get("name", ""), tuple(x.get("peerURLs", [])), bool(x.get("isLearner")))
+                   for x in out.get("members", [])]
+        return new, members
+
+    def promote(self, member_id: int) -> None:
+        self._call("cluster/member/promote", {"ID": str(member_id)})
+
+    def put(self, key: str, value: str) -> None:
+        self._call("kv/put", {"key": base64.b64encode(key.encode()).decode(),
+                              "value": base64.b64encode(value.encode()).decode()})
+
+
+def wait(what: str, fn: Any, timeout: float = ETCD_API_TIMEOUT, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except EtcdError as exc:
+            if time.monotonic() >= deadline:
+                raise EtcdError(f"{what}: gave up after {timeout:.0f}s: {exc.message}") from None
+            time.sleep(interval)

@@ -1,0 +1,296 @@
+"""Shell: `kubeboot join` — kubeadm's join protocol on this node (or under --rootfs).
+
+Order follows kubeadm: validate flags; discovery (JWS + CA pin); for a control plane, download and decrypt
+the shared certificates; decide every file; only then write. Nothing is written when any check fails.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+
+from kubeboot import output, state
+from kubeboot.config.load import parse_inventory
+from kubeboot.config.model import APISERVER_BIND_PORT, ClusterConfig, Host
+from kubeboot.errors import CertificateKeyError, ConfigError, JoinError, Problem
+from kubeboot.etcdapi import EtcdClient, wait
+from kubeboot.kube import client as kc
+from kubeboot.pki.bundle import ClusterPki, plan_pki
+from kubeboot.pki.keys import KeyGen, generate_key
+from kubeboot.pki.protocol import decrypt_shared_files, parse_certificate_key, parse_pin
+from kubeboot.pki.tokens import BootstrapToken, parse_token
+from kubeboot.plan.artifact import Artifact
+from kubeboot.render import kubeconfig as kcfg
+from kubeboot.render import manifests
+from kubeboot.render.cluster import render_host
+from kubeboot.render.node import KUBELET_DIR
+
+BOOTSTRAP_USER = "tls-bootstrap-token-user"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    endpoint: str
+    token: str
+    pins: tuple[str, ...]
+    node_name: str
+    rootfs: Path = Path("/")
+    control_plane: bool = False
+    certificate_key: str | None = None
+    advertise_address: str | None = None
+    node_ip: str | None = None
+    unsafe_skip_ca_verification: bool = False
+    discovery_timeout: float = 300.0
+    discovery_interval: float = 5.0
+    cri_socket: str = "unix:///var/run/containerd/containerd.sock"
+    etcd_wait: float = 120.0
+
+
+@dataclass
+class JoinResult:
+    written: list[str] = field(default_factory=list)
+    etcd_member: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _validate(req: JoinRequest) -> tuple[BootstrapToken, tuple[str, ...], bytes | None]:
+    problems: list[Problem] = []
+    token: BootstrapToken | None = None
+    try:
+        token = parse_token(req.token)
+    except ValueError as exc:
+        problems.append(Problem("--token", str(exc)))
+    pins: list[str] = []
+    for p in req.pins:
+        try:
+            pins.append(parse_pin(p))
+        except ValueError as exc:
+            problems.append(Problem("--discovery-token-ca-cert-hash", str(exc)))
+    if not req.pins and not req.unsafe_skip_ca_verification:
+        problems.append(Problem("--discovery-token-ca-cert-hash", "required (or, knowingly, "
+                                "--discovery-token-unsafe-skip-ca-verification)"))
+    if not _NAME.match(req.node_name):
+        problems.append(Problem("--node-name", f"must be a lower-case DNS-1123 name, got {req.node_name!r}"))
+    key: bytes | None = None
+    if req.control_plane:
+        if not req.certificate_key:
+            problems.append(Problem("--certificate-key", "required with --control-plane (printed by "
+                                    "`kubeboot init phase upload-certs --upload-certs`)"))
+        else:
+            try:
+                key = parse_certificate_key(req.certificate_key)
+            except ValueError as exc:
+                problems.append(Problem("--certificate-key", str(exc)))
+        if not req.advertise_address:
+            problems.append(Problem("--apiserver-advertise-address", "required with --control-plane"))
+    for flag, value in (("--apiserver-advertise-address", req.advertise_address), ("--node-ip", req.node_ip)):
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                problems.append(Problem(flag, f"not an IP address: {value!r}"))
+    if problems or token is None:
+        raise ConfigError(problems, source="join flags")
+    return token, tuple(pins), key
+
+
+def _path(req: JoinRequest, abs_path: str) -> Path:
+    return req.rootfs / abs_path.lstrip("/")
+
+
+def _cluster_configuration(api: k8s.ApiClient) -> dict[str, Any]:
+    cm = k8s.CoreV1Api(api).read_namespaced_config_map("kubeadm-config", "kube-system")
+    doc: dict[str, Any] = yaml.safe_load((cm.data or {})["ClusterConfiguration"])
+    return doc
+
+
+def _kubelet_config(api: k8s.ApiClient) -> dict[str, Any]:
+    cm = k8s.CoreV1Api(api).read_namespaced_config_map("kubelet-config", "kube-system")
+    doc: dict[str, Any] = yaml.safe_load((cm.data or {})["kubelet"])
+    return doc
+
+
+def _inventory_for_this_node(cc: dict[str, Any], req: JoinRequest) -> ClusterConfig:
+    """The cluster as kubeadm-config describes it, with this node as its only host (for the PKI/render core)."""
+    net = cc.get("networking") or {}
+    doc = {
+        "apiVersion": "kubeboot.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "join"},
+        "spec": {
+            "kubernetesVersion": str(cc.get("kubernetesVersion", "")).lstrip("v"),
+            "controlPlaneEndpoint": cc.get("controlPlaneEndpoint") or f"{req.advertise_address}:{APISERVER_BIND_PORT}",
+            "loadBalancer": {"mode": "none"},
+            "networking": {k: v for k, v in (("podSubnet", net.get("podSubnet")),
+                                             ("serviceSubnet", net.get("serviceSubnet")),
+                                             ("dnsDomain", net.get("dnsDomain"))) if v},
+            "certificates": {"keyAlgorithm": cc.get("encryptionAlgorithm") or "RSA-2048",
+                             "apiServerCertSANs": list((cc.get("apiServer") or {}).get("certSANs") or [])},
+            "imageRepository": cc.get("imageRepository") or "registry.k8s.io",
+            "clusterName": cc.get("clusterName") or "kubernetes",
+            "hosts": [{"name": req.node_name, "address": req.advertise_address, "roles": ["control-plane"]}],
+        },
+    }
+    try:
+        return parse_inventory(doc, source="kubeadm-config")
+    except ConfigError as exc:
+        raise JoinError("the cluster's kubeadm-config cannot be used for this node:\n  " +
+                        "\n  ".join(str(p) for p in exc.problems)) from None
+
+
+def _kubelet_files(req: JoinRequest, kubelet_cfg: dict[str, Any]) -> list[Artifact]:
+    doc = dict(kubelet_cfg)
+    doc["containerRuntimeEndpoint"] = req.cri_socket  # instance-config.yaml merged in, as kubeadm does
+    args = {"hostname-override": req.node_name}
+    ip = req.node_ip or req.advertise_address
+    if ip:
+        args["node-ip"] = ip
+    flags = " ".join(f"--{k}={args[k]}" for k in sorted(args))
+    return [
+        Artifact(f"{KUBELET_DIR}/config.yaml", yaml.safe_dump(doc, sort_keys=True).encode(), 0o644),
+        Artifact(f"{KUBELET_DIR}/instance-config.yaml", f'containerRuntimeEndpoint: "{req.cri_socket}"\n'.encode(),
+                 0o644),
+        Artifact(f"{KUBELET_DIR}/kubeadm-flags.env", f'KUBELET_KUBEADM_ARGS="{flags}"\n'.encode(), 0o644),
+    ]
+
+
+def _write(req: JoinRequest, artifacts: list[Artifact], result: JoinResult) -> None:
+    for a in artifacts:
+        target = _path(req, a.path)
+        if target.exists() and target.read_bytes() == a.content and (target.stat().st_mode & 0o777) == a.mode:
+            continue
+        state.write_atomic(target, a.content, a.mode)
+        result.written.append(a.path)
+
+
+def join(req: JoinRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
+         now: datetime | None = None) -> JoinResult:
+    token, pins, cert_key = _validate(req)
+    rep.phase_start("discovery")
+    found = kc.discover(req.endpoint, token, pins, req.unsafe_skip_ca_verification, req.discovery_timeout,
+                        req.discovery_interval)
+    if req.unsafe_skip_ca_verification:
+        rep.warn("discovery", None, "the cluster CA was NOT verified (--discovery-token-unsafe-skip-ca-verification):"
+                                    " anyone who knows the token could have impersonated the cluster")
+    rep.phase_done("discovery", f"cluster CA verified, API server {found.server}")
+    api = kc.token_api(found.server, token, found.ca_pem)
+    cc = _cluster_configuration(api)
+    cluster_name = str(cc.get("clusterName") or "kubernetes")
+    result = JoinResult()
+    if not req.control_plane:
+        _check_node_not_active(api, req.node_name)
+        files = [Artifact("/etc/kubernetes/pki/ca.crt", found.ca_pem, 0o644),
+                 Artifact("/etc/kubernetes/bootstrap-kubelet.conf",
+                          kcfg.token_kubeconfig(cluster_name, found.server, found.ca_pem, BOOTSTRAP_USER, str(token)),
+                          0o600, secret=True)]
+        if _path(req, "/etc/kubernetes/pki/ca.crt").exists():
+            files = files[1:]  # kubeadm keeps an existing caCertPath
+        files += _kubelet_files(req, _kubelet_config(api))
+        _write(req, files, result)
+        rep.info("kubelet-start", req.node_name, f"wrote {len(result.written)} file(s); the kubelet now requests "
+                                                 f"its client certificate with the bootstrap token")
+        return result
+    return _join_control_plane(req, rep, api, cc, cert_key, found.ca_pem, keygen, now, result)
+
+
+def _check_node_not_active(api: k8s.ApiClient, name: str) -> None:
+    try:
+        node = k8s.CoreV1Api(api).read_node(name)
+    except Exception:  # noqa: BLE001 - absent (404) is the normal case
+        return
+    for cond in (node.status.conditions or []) if node.status else []:
+        if cond.type == "Ready" and cond.status == "True":
+            raise JoinError(f"a Node named {name!r} already exists and is Ready",
+                            hint="choose another --node-name, or remove the old node first")
+
+
+def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClient, cc: dict[str, Any],
+                        cert_key: bytes | None, ca_pem: bytes, keygen: KeyGen, now: datetime | None,
+                        result: JoinResult) -> JoinResult:
+    assert cert_key is not None and req.advertise_address is not None
+    rep.phase_start("download-certs")
+    try:
+        shared = decrypt_shared_files(cert_key, kc.fetch_kubeadm_certs(api))
+    except ValueError:
+        raise CertificateKeyError(
+            "cannot decrypt the uploaded certificates: wrong key or the certificates expired",
+            hint="run `kubeboot init phase upload-certs --upload-certs` on a control plane and use the new "
+                 "certificate key") from None
+    if shared.get("ca.crt") != ca_pem:
+        raise JoinError("the downloaded ca.crt is not the CA discovery verified")
+    rep.phase_done("download-certs", f"{len(shared)} shared file(s) decrypted")
+    cfg = _inventory_for_this_node(cc, req)
+    host = cfg.first_control_plane
+    stored = {f"pki/{rel}": data for rel, data in shared.items()}
+    pki, _changes = plan_pki(cfg, stored, now or datetime.now(timezone.utc), keygen)
+    files = [a for a in render_host(cfg, pki, BootstrapToken("000000", "0" * 16, None), host)
+             if a.path != "/etc/kubernetes/super-admin.conf" and not a.path.endswith("/etcd.yaml")]
+    # every file except the etcd manifest: its --initial-cluster comes from etcd's answer to MemberAdd
+    _write(req, [a for a in files if a.path.startswith("/etc/kubernetes/")], result)
+    rep.info("control-plane-prepare", host.name, f"wrote {len(result.written)} file(s)")
+    member = _etcd_join(req, rep, cfg, host, pki, result)
+    result.etcd_member = member
+    _write(req, [a for a in files if not a.path.startswith("/etc/kubernetes/")], result)
+    return result
+
+
+def _etcd_endpoints(admin: k8s.ApiClient) -> list[str]:
+    """kubeadm reads the etcd pods' advertise-client-urls annotation; without mirror pods (no kubelet yet)
+    the API servers' addresses in the `kubernetes` Endpoints are the stacked etcd members' hosts."""
+    core = k8s.CoreV1Api(admin)
+    pods = core.list_namespaced_pod("kube-system", label_selector="component=etcd,tier=control-plane")
+    urls: list[str] = []
+    for p in pods.items:
+        ann = (p.metadata.annotations if p.metadata else None) or {}
+        url = ann.get("kubeadm.kubernetes.io/etcd.advertise-client-urls")
+        if url:
+            urls.append(str(url))
+    if urls:
+        return urls
+    eps = core.read_namespaced_endpoints("kubernetes", "default")
+    out = []
+    for subset in eps.subsets or []:
+        for addr in subset.addresses or []:
+            ip = addr.ip
+            out.append(f"https://[{ip}]:2379" if ":" in ip else f"https://{ip}:2379")
+    if not out:
+        raise JoinError("no etcd member found (no etcd pods and no API server endpoints)")
+    return out
+
+
+def _etcd_join(req: JoinRequest, rep: output.Reporter, cfg: ClusterConfig, host: Host, pki: ClusterPki,
+               result: JoinResult) -> str:
+    rep.phase_start("etcd-join")
+    admin = kc.from_kubeconfig(_path(req, "/etc/kubernetes/admin.conf"))
+    endpoints = kc.retry("etcd endpoints", lambda: _etcd_endpoints(admin), timeout=60)
+    hc = pki.leaves[(host.name, "etcd-healthcheck-client")]
+    etcd = EtcdClient(endpoints, pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(), hc.key_pem())
+    try:
+        peer = manifests.etcd_peer_url(host)
+        existing = {u: m for m in etcd.members() for u in m.peer_urls}
+        if peer in existing:  # a re-run after a partial join: reuse the member (kubeadm does the same)
+            me, members = existing[peer], etcd.members()
+        else:
+            me, members = wait("etcd member add", lambda: etcd.add_learner(peer))
+        parts = []
+        for m in members:
+            name = host.name if m.id == me.id else (m.name or f"{m.id:x}")
+            parts.append(f"{name}={m.peer_urls[0]}")
+        pod = manifests.etcd(cfg, host, initial_cluster=",".join(parts))
+        _write(req, [Artifact("/etc/kubernetes/manifests/etcd.yaml", manifests.dump(pod), 0o600)], result)
+        rep.info("etcd-join", host.name, f"added as learner {me.id:x}; waiting for it to catch up")
+        if me.learner or not any(m.id == me.id and not m.learner for m in etcd.members()):
+            wait("etcd member promote", lambda: etcd.promote(me.id), timeout=req.etcd_wait)
+        rep.phase_done("etcd-join", f"member {host.name} ({me.id:x}) is a voting member")
+        return f"{me.id:x}"
+    finally:
+        etcd.close()
+
+
+__all__ = ["JoinRequest", "JoinResult", "join"]
