@@ -15,7 +15,7 @@ from typing import TextIO
 _TOKEN = re.compile(r"\b([a-z0-9]{6})\.[a-z0-9]{16}\b")
 _PEM_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 _HEX_KEY = re.compile(r"\b[0-9a-f]{64}\b")
-_B64_KEY = re.compile(r"(client-key-data|token):\s*\S+")
+_B64_KEY = re.compile(r"(client-key-data|token):\s*[A-Za-z0-9+/=._-]{20,}")
 
 
 def redact(text: str) -> str:

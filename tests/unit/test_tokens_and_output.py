@@ -48,8 +48,8 @@ def test_malformed_tokens_are_rejected_without_echo(bad: str) -> None:
 def test_redact_masks_every_secret_form() -> None:
     text = ("join --token abcdef.0123456789abcdef --certificate-key " + "a" * 64 + "\n"
             "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n"
-            "client-key-data: LS0tLS1CRUdJTi\n    token: abcdef.0123456789abcdef\n")
+            "client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=\n    token: abcdef.0123456789abcdef\n")
     out = redact(text)
     assert "0123456789abcdef" not in out and "a" * 64 not in out and "MIIE" not in out
-    assert "LS0tLS1CRUdJTi" not in out
+    assert "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk" not in out
     assert "abcdef.<redacted>" in out  # the public token id stays, to tell tokens apart
