@@ -259,9 +259,56 @@ def certs_certificate_key() -> None:
     output.secret_result(new_certificate_key())
 
 
-@main.group()
-def init() -> None:
-    """Control-plane initialisation; `init phase` runs single phases on an initialised control plane."""
+@main.group(invoke_without_command=True)
+@click.option("--control-plane-endpoint", default=None, metavar="HOST:PORT",
+              help="The stable endpoint (load balancer) every kubeconfig and join uses.")
+@click.option("--apiserver-advertise-address", default=None, help="This node's address.")
+@click.option("--node-name", default=None, help="Node name (default: this host's name, lower-cased).")
+@click.option("--kubernetes-version", default="1.37", show_default=True)
+@click.option("--pod-network-cidr", default="10.244.0.0/16", show_default=True)
+@click.option("--service-cidr", default="10.96.0.0/12", show_default=True)
+@click.option("--apiserver-cert-extra-sans", default=None, metavar="A,B", help="Extra SANs for the API server.")
+@click.option("--upload-certs", is_flag=True, help="Store the shared certificates for control-plane joins (2h).")
+@click.option("--certificate-key", default=None, help="Key for --upload-certs (default: a new one).")
+@click.option("--rootfs", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
+              help="Write the node's files below this directory instead of / (the kubelet is then not started).")
+@click.option("--wait-timeout", default=240.0, show_default=True, help="Seconds to wait for the API server.")
+@click.pass_context
+def init(ctx: click.Context, control_plane_endpoint: str | None, apiserver_advertise_address: str | None,
+         node_name: str | None, kubernetes_version: str, pod_network_cidr: str, service_cidr: str,
+         apiserver_cert_extra_sans: str | None, upload_certs: bool, certificate_key: str | None, rootfs: Path,
+         wait_timeout: float) -> None:
+    """Initialise the first control plane on this node (kubeadm init); `init phase ...` runs single phases.
+
+    Prints the `kubeboot join` commands for workers and (with --upload-certs) control planes.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import socket
+
+    from kubeboot.initnode import InitRequest
+    from kubeboot.initnode import init as do_init
+
+    problems = []
+    if not control_plane_endpoint:
+        problems.append(Problem("--control-plane-endpoint", "required (HOST:PORT of the load balancer)"))
+    if not apiserver_advertise_address:
+        problems.append(Problem("--apiserver-advertise-address", "required"))
+    if problems:
+        raise ConfigError(problems, source="init flags")
+    assert control_plane_endpoint and apiserver_advertise_address
+    req = InitRequest(control_plane_endpoint, apiserver_advertise_address,
+                      (node_name or socket.gethostname()).lower(), kubernetes_version, pod_network_cidr,
+                      service_cidr, "cluster.local", tuple(_csv(apiserver_cert_extra_sans)), "RSA-2048",
+                      upload_certs, certificate_key, rootfs, wait_timeout)
+    rep = output.Reporter()
+    result = do_init(req, rep)
+    rep.done(f"control plane initialised ({len(result.written)} file(s) written)")
+    output.error("Join workers with:")
+    output.secret_result(result.worker_join)
+    if result.control_plane_join:
+        output.error("Join control planes (the certificate key expires in 2 hours) with:")
+        output.secret_result(result.control_plane_join)
 
 
 @init.group("phase")

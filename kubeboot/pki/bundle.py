@@ -58,6 +58,8 @@ class ClientSpec:
         return self.cn.replace("{node}", host.name)
 
 
+LEAVES_BY_ID = {spec.id: spec for spec in LEAVES}
+
 CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec("admin.conf", "kubernetes-admin", ("kubeadm:cluster-admins",)),
     # super-admin.conf bypasses RBAC (system:masters); kubeadm writes it on the init node only.
@@ -91,10 +93,9 @@ class ClusterPki:
             out[f"pki/{spec.base}.key"] = pair.key_pem()
         out["pki/sa.key"] = private_key_pem(self.sa_key)
         out["pki/sa.pub"] = public_key_pem(self.sa_key.public_key())
-        bases = {s.id: s.base for s in LEAVES}
         for (host, leaf_id), pair in self.leaves.items():
-            out[f"hosts/{host}/pki/{bases[leaf_id]}.crt"] = pair.cert_pem()
-            out[f"hosts/{host}/pki/{bases[leaf_id]}.key"] = pair.key_pem()
+            out[f"hosts/{host}/pki/{LEAVES_BY_ID[leaf_id].base}.crt"] = pair.cert_pem()
+            out[f"hosts/{host}/pki/{LEAVES_BY_ID[leaf_id].base}.key"] = pair.key_pem()
         for (host, file), pair in self.clients.items():
             stem = file.removesuffix(".conf")
             out[f"hosts/{host}/clients/{stem}.crt"] = pair.cert_pem()

@@ -1,0 +1,217 @@
+"""Shell: `kubeboot init` on the first control plane itself (or under --rootfs), kubeadm's init sequence:
+certs, kubeconfig, etcd, control-plane, kubelet-start, wait-control-plane, upload-config, upload-certs,
+mark-control-plane, bootstrap-token, show-join-command.
+
+Existing key material under /etc/kubernetes is reused (a re-run converges instead of re-keying the cluster).
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from kubernetes import client as k8s
+
+from kubeboot import output, state
+from kubeboot.apiphases import bootstrap_token_phase, join_commands, upload_certs_phase, upload_config_phase
+from kubeboot.config.load import parse_inventory
+from kubeboot.config.model import ClusterConfig
+from kubeboot.errors import ConfigError, KubebootError
+from kubeboot.kube import client as kc
+from kubeboot.pki.bundle import LEAVES_BY_ID, clients_for, plan_pki
+from kubeboot.pki.certs import CAS
+from kubeboot.pki.keys import KeyGen, generate_key
+from kubeboot.pki.tokens import generate_token
+from kubeboot.plan.artifact import Artifact
+from kubeboot.render.cluster import render_host
+
+WAIT_TIMEOUT = 240.0  # kubeadm ControlPlaneComponentHealthCheck
+
+
+class WaitControlPlaneError(KubebootError):
+    exit_code = 6
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    control_plane_endpoint: str
+    advertise_address: str
+    node_name: str
+    kubernetes_version: str = "1.37"
+    pod_network_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    dns_domain: str = "cluster.local"
+    cert_sans: tuple[str, ...] = ()
+    key_algorithm: str = "RSA-2048"
+    upload_certs: bool = False
+    certificate_key: str | None = None
+    rootfs: Path = Path("/")
+    wait_timeout: float = WAIT_TIMEOUT
+
+
+@dataclass
+class InitResult:
+    written: list[str] = field(default_factory=list)
+    worker_join: str = ""
+    control_plane_join: str | None = None
+    certificate_key: str | None = None
+
+
+def config_from_flags(req: InitRequest) -> ClusterConfig:
+    doc = {
+        "apiVersion": "kubeboot.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "init"},
+        "spec": {
+            "kubernetesVersion": req.kubernetes_version, "controlPlaneEndpoint": req.control_plane_endpoint,
+            "loadBalancer": {"mode": "none"},
+            "networking": {"podSubnet": req.pod_network_cidr, "serviceSubnet": req.service_cidr,
+                           "dnsDomain": req.dns_domain},
+            "certificates": {"keyAlgorithm": req.key_algorithm, "apiServerCertSANs": list(req.cert_sans)},
+            "hosts": [{"name": req.node_name, "address": req.advertise_address, "roles": ["control-plane"]}],
+        },
+    }
+    cfg = parse_inventory(doc, source="init flags")
+    return cfg
+
+
+def _existing_material(root: Path, cfg: ClusterConfig) -> dict[str, bytes]:
+    """What is already on the node, in the state layout the PKI core reuses from."""
+    pki = root / "etc/kubernetes/pki"
+    host = cfg.first_control_plane
+    out: dict[str, bytes] = {}
+    for spec in CAS:
+        for ext in (".crt", ".key"):
+            p = pki / f"{spec.base}{ext}"
+            if p.exists():
+                out[f"pki/{spec.base}{ext}"] = p.read_bytes()
+    for name in ("sa.key", "sa.pub"):
+        if (pki / name).exists():
+            out[f"pki/{name}"] = (pki / name).read_bytes()
+    for leaf in LEAVES_BY_ID.values():
+        for ext in (".crt", ".key"):
+            p = pki / f"{leaf.base}{ext}"
+            if p.exists():
+                out[f"hosts/{host.name}/pki/{leaf.base}{ext}"] = p.read_bytes()
+    for client in clients_for(cfg, host):
+        p = root / "etc/kubernetes" / client.file
+        if p.exists():
+            user = (yaml.safe_load(p.read_text()).get("users") or [{}])[0].get("user", {})
+            stem = client.file.removesuffix(".conf")
+            if "client-certificate-data" in user and "client-key-data" in user:
+                out[f"hosts/{host.name}/clients/{stem}.crt"] = base64.b64decode(user["client-certificate-data"])
+                out[f"hosts/{host.name}/clients/{stem}.key"] = base64.b64decode(user["client-key-data"])
+    return out
+
+
+def _write(root: Path, artifacts: list[Artifact], result: InitResult) -> None:
+    for a in artifacts:
+        target = root / a.path.lstrip("/")
+        if target.exists() and target.read_bytes() == a.content and (target.stat().st_mode & 0o777) == a.mode:
+            continue
+        state.write_atomic(target, a.content, a.mode)
+        result.written.append(a.path)
+
+
+def _livez(url: str) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # like kubeadm's wait: the apiserver's liveness, not its identity
+    try:
+        with urllib.request.urlopen(f"{url}/livez", context=ctx, timeout=5) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
+         now: datetime | None = None) -> InitResult:
+    cfg = config_from_flags(req)
+    host = cfg.first_control_plane
+    root = req.rootfs
+    now = now or datetime.now(timezone.utc)
+    result = InitResult()
+
+    rep.phase_start("certs")
+    pki, changes = plan_pki(cfg, _existing_material(root, cfg), now, keygen)
+    for ch in changes:
+        if ch.action != "kept":
+            rep.info("certs", host.name, f"{ch.action} {ch.item}" + (f" ({ch.reason})" if ch.reason != "missing" else ""))
+    artifacts = [a for a in render_host(cfg, pki, generate_token(now), host)
+                 if a.path.startswith(("/etc/kubernetes/", "/var/lib/kubelet/"))]
+    _write(root, artifacts, result)
+    rep.phase_done("certs", f"{len(result.written)} file(s) written under /etc/kubernetes and /var/lib/kubelet")
+
+    rep.phase_start("kubelet-start")
+    if root == Path("/"):
+        import subprocess
+
+        subprocess.run(["systemctl", "restart", "kubelet"], check=False, capture_output=True)
+        rep.phase_done("kubelet-start", "kubelet (re)started; it runs the static pods")
+    else:
+        rep.phase_done("kubelet-start", f"--rootfs {root}: the kubelet is not started by kubeboot")
+
+    rep.phase_start("wait-control-plane")
+    local = f"https://{req.advertise_address}:6443" if ":" not in req.advertise_address \
+        else f"https://[{req.advertise_address}]:6443"
+    deadline = time.monotonic() + req.wait_timeout
+    while not _livez(local):
+        if time.monotonic() > deadline:
+            raise WaitControlPlaneError(
+                f"the API server at {local} did not become live within {req.wait_timeout:.0f}s",
+                hint="check the kubelet (journalctl -u kubelet) and the static pods (crictl ps -a)")
+        time.sleep(0.5)
+    rep.phase_done("wait-control-plane", f"API server live at {local}")
+
+    admin_path = root / "etc/kubernetes/admin.conf"
+    admin = kc.from_kubeconfig(admin_path)
+    sup = kc.from_kubeconfig(root / "etc/kubernetes/super-admin.conf")
+    kc.ensure_admin_binding(admin, sup)
+    rep.phase_start("upload-config")
+    for name, outcome in upload_config_phase(admin, cfg).items():
+        rep.info("upload-config", None, f"{name}: {outcome}")
+    rep.phase_done("upload-config", "kubeadm-config and kubelet-config stored")
+    if req.upload_certs:
+        result.certificate_key = upload_certs_phase(admin, root / "etc/kubernetes/pki", req.certificate_key, now)
+        rep.info("upload-certs", None, "stored the shared certificates in kube-system/kubeadm-certs (valid 2h)")
+    _mark_control_plane(admin, host.name, rep)
+    token = generate_token(now)
+    server = cfg.control_plane_endpoint.url()
+    ca = pki.cas["ca"].cert_pem()
+    bootstrap_token_phase(admin, cfg, server, ca, [token])
+    rep.info("bootstrap-token", None, f"created token {token.id} (24h), node-bootstrap RBAC and cluster-info")
+    cmds = join_commands(cfg.control_plane_endpoint.hostport(), token, ca, result.certificate_key)
+    result.worker_join, result.control_plane_join = cmds.worker, cmds.control_plane
+    return result
+
+
+def _mark_control_plane(api: k8s.ApiClient, name: str, rep: output.Reporter) -> None:
+    """Label and taint the Node (kubeadm mark-control-plane). Without a registered Node (no kubelet yet) it
+    is reported and left to the next run, which converges."""
+    core = k8s.CoreV1Api(api)
+    try:
+        node = core.read_node(name)
+    except Exception:  # noqa: BLE001
+        rep.warn("mark-control-plane", name, "the Node is not registered yet; run init again once the kubelet has"
+                                             " registered it to label and taint it")
+        return
+    labels = dict(node.metadata.labels or {}) if node.metadata else {}
+    taints = list(node.spec.taints or []) if node.spec else []
+    want = {"node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/exclude-from-external-load-balancers": ""}
+    patch: dict[str, object] = {}
+    if any(labels.get(k) != v for k, v in want.items()):
+        patch["metadata"] = {"labels": want}
+    if not any(t.key == "node-role.kubernetes.io/control-plane" and t.effect == "NoSchedule" for t in taints):
+        existing = [{"key": t.key, "value": t.value, "effect": t.effect} for t in taints]
+        patch["spec"] = {"taints": existing + [{"key": "node-role.kubernetes.io/control-plane",
+                                                "effect": "NoSchedule"}]}
+    if patch:
+        core.patch_node(name, patch)
+        rep.info("mark-control-plane", name, "labelled and tainted")
+
+
+__all__ = ["ConfigError", "InitRequest", "InitResult", "init"]
