@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(openssl nginx libnginx-mod-stream containerd openssh-server openssh-client openssh-sftp-server iproute2 sudo procps psmisc libfaketime
+PKGS=(openssl curl apt-utils nginx libnginx-mod-stream containerd openssh-server openssh-client openssh-sftp-server iproute2 sudo procps psmisc libfaketime
       netcat-openbsd util-linux iptables conntrack ethtool socat ebtables)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
@@ -23,5 +23,5 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 if [ "${KUBEBOOT_SKIP_REFERENCE:-0}" != 1 ]; then
   echo "[setup] reference binaries (cached in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref})"
-  tests/reference/build.sh --only etcd,kubectl,refcheck
+  tests/reference/build.sh
 fi
