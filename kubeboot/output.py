@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 _TOKEN = re.compile(r"\b([a-z0-9]{6})\.[a-z0-9]{16}\b")
 _PEM_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
@@ -27,23 +27,45 @@ def redact(text: str) -> str:
 
 
 class Reporter:
-    """Progress lines on stderr (so stdout stays machine-readable) with elapsed time per phase."""
+    """Progress lines on stderr (so stdout stays machine-readable) with elapsed time per phase. On a terminal
+    a live spinner shows the phase in progress; in logs and CI only the plain lines appear."""
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.started = time.monotonic()
         self._phase_started: dict[str, float] = {}
+        self._status: Any = None
+        self._console: Any = None
+        if not quiet and self.stream.isatty():
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False)
 
     def _emit(self, line: str) -> None:
-        if not self.quiet:
-            print(redact(line), file=self.stream, flush=True)
+        if self.quiet:
+            return
+        text = redact(line)
+        if self._console is not None:
+            self._console.print(text, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
 
     def phase_start(self, phase: str) -> None:
         self._phase_started[phase] = time.monotonic()
+        if self._console is not None:
+            if self._status is not None:
+                self._status.stop()
+            from rich.markup import escape
+
+            self._status = self._console.status(escape(f"[{phase}] working…"))
+            self._status.start()
 
     def phase_done(self, phase: str, summary: str) -> None:
         t0 = self._phase_started.pop(phase, self.started)
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
         self._emit(f"[{phase}] {summary} ({time.monotonic() - t0:.2f}s)")
 
     def info(self, phase: str, host: str | None, message: str) -> None:
