@@ -74,8 +74,7 @@ def bootstrap_token_phase(api: k8s.ApiClient, cfg: ClusterConfig | None, server:
     for t in tokens:
         out[f"secret/bootstrap-token-{t.id}"] = objs.apply(
             objects.token_secret(t, description=objects.INIT_TOKEN_DESCRIPTION))
-    rbac = objects.bootstrap_rbac(cfg) if cfg is not None else objects.bootstrap_rbac_default()
-    for o in rbac:
+    for o in objects.bootstrap_rbac(cfg):
         out[f"{o['kind'].lower()}/{o['metadata']['name']}"] = objs.apply(o)
     current = objs.get(objects.cluster_info(server, ca_pem))
     if current is None:  # kubeadm creates it only if absent: joined signatures live in the same ConfigMap

@@ -109,12 +109,7 @@ def _existing_material(root: Path, cfg: ClusterConfig) -> dict[str, bytes]:
 
 
 def _write(root: Path, artifacts: list[Artifact], result: InitResult) -> None:
-    for a in artifacts:
-        target = root / a.path.lstrip("/")
-        if target.exists() and target.read_bytes() == a.content and (target.stat().st_mode & 0o777) == a.mode:
-            continue
-        state.write_atomic(target, a.content, a.mode)
-        result.written.append(a.path)
+    result.written += state.write_files_under(root, artifacts)
 
 
 def _livez(url: str) -> bool:

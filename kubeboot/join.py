@@ -161,12 +161,7 @@ def _kubelet_files(req: JoinRequest, kubelet_cfg: dict[str, Any]) -> list[Artifa
 
 
 def _write(req: JoinRequest, artifacts: list[Artifact], result: JoinResult) -> None:
-    for a in artifacts:
-        target = _path(req, a.path)
-        if target.exists() and target.read_bytes() == a.content and (target.stat().st_mode & 0o777) == a.mode:
-            continue
-        state.write_atomic(target, a.content, a.mode)
-        result.written.append(a.path)
+    result.written += state.write_files_under(req.rootfs, artifacts)
 
 
 def join(req: JoinRequest, rep: output.Reporter, keygen: KeyGen = generate_key,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
 from kubeboot.errors import StateError
+from kubeboot.plan.artifact import Artifact
 from kubeboot.pki.tokens import BootstrapToken, deserialize_token, generate_token, serialize_token, usable
 
 TOKEN_FILE = "tokens/bootstrap"
@@ -93,3 +94,15 @@ def plan_token(stored: Mapping[str, bytes], now: datetime) -> tuple[BootstrapTok
 
 def token_entry(token: BootstrapToken) -> dict[str, bytes]:
     return {TOKEN_FILE: serialize_token(token)}
+
+
+def write_files_under(root: Path, artifacts: Iterable[Artifact]) -> list[str]:
+    """Place artifacts below root (a node's `/` or a --rootfs), skipping identical ones; return what changed."""
+    written = []
+    for a in artifacts:
+        target = root / a.path.lstrip("/")
+        if target.exists() and target.read_bytes() == a.content and (target.stat().st_mode & 0o777) == a.mode:
+            continue
+        write_atomic(target, a.content, a.mode)
+        written.append(a.path)
+    return written

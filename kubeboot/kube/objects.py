@@ -95,10 +95,11 @@ def cluster_admins_binding() -> dict[str, Any]:
                     [("Group", "kubeadm:cluster-admins")])
 
 
-def bootstrap_rbac(cfg: ClusterConfig) -> list[dict[str, Any]]:
-    """Everything joins rely on: cluster-info read, node bootstrap and CSR approval, config reads."""
+def bootstrap_rbac(cfg: ClusterConfig | None) -> list[dict[str, Any]]:
+    """Everything joins rely on: cluster-info read, node bootstrap and CSR approval, config reads.
+    Without an inventory (commands run on a node) the current (1.36+) set is used."""
     objs = _bootstrap_rbac_common()
-    if not cfg.version.facts.kubelet_client_admin_org:
+    if cfg is None or not cfg.version.facts.kubelet_client_admin_org:
         # 1.36+: the apiserver's kubelet client is no longer in kubeadm:cluster-admins; bind it narrowly.
         objs.append(_binding("ClusterRoleBinding", "kubeadm:apiserver-kubelet-client", None, "ClusterRole",
                              "system:kubelet-api-admin", [("User", "kube-apiserver-kubelet-client")]))
@@ -128,14 +129,6 @@ def _bootstrap_rbac_common() -> list[dict[str, Any]]:
         _binding("RoleBinding", "kubeadm:kubelet-config", "kube-system", "Role", "kubeadm:kubelet-config",
                  [("Group", "system:nodes"), ("Group", DEFAULT_GROUP)]),
     ]
-    return objs
-
-
-def bootstrap_rbac_default() -> list[dict[str, Any]]:
-    """bootstrap_rbac without an inventory (token commands on a node): the 1.36+ set."""
-    objs = [o for o in _bootstrap_rbac_common()]
-    objs.append(_binding("ClusterRoleBinding", "kubeadm:apiserver-kubelet-client", None, "ClusterRole",
-                         "system:kubelet-api-admin", [("User", "kube-apiserver-kubelet-client")]))
     return objs
 
 

@@ -8,9 +8,11 @@ and a missing key file never fix themselves (fail at once, exit 10 / 9); a conne
 from __future__ import annotations
 
 import base64
+import contextlib
 import shlex
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,22 +172,13 @@ class SSHTransport:
         self._trace(f"{self.name}$ {shown}")
         wrapped = f"sh -c {shlex.quote(command)}"
         t0 = time.monotonic()
-        try:
+        with self._mapped_errors(f"`{shown}`", timeout):
             if self.target.user == "root":
                 res = conn.run(wrapped, hide=True, warn=True, timeout=timeout)
             elif self.target.sudo_password is not None:
                 res = conn.sudo(wrapped, hide=True, warn=True, timeout=timeout, in_stream=False)
             else:
                 res = conn.run(f"sudo -n {wrapped}", hide=True, warn=True, timeout=timeout)
-        except invoke.exceptions.AuthFailure:
-            raise SudoError(f"{self.name}: sudo rejected the password for {self.target.user}",
-                            hint="check the variable named by ssh.sudoPasswordEnv") from None
-        except invoke.exceptions.CommandTimedOut:
-            raise RemoteCommandError(f"{self.name}: `{shown}` did not finish within {timeout:.0f}s") from None
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            self._conn = None
-            raise HostConnectionError(f"{self.name}: connection lost while running `{shown}`: {exc}",
-                                      hint="re-run once the host is reachable; finished steps are skipped") from None
         result = CommandResult(self.name, shown, res.exited, res.stdout, res.stderr, time.monotonic() - t0)
         self._trace(f"{self.name}: exit {res.exited} in {result.seconds:.3f}s")
         if self.target.user != "root" and res.exited != 0:
@@ -194,17 +187,26 @@ class SSHTransport:
             raise command_failed(result)
         return result
 
-    def _raw(self, command: str, what: str, **kwargs: Any) -> Any:
-        """A plain (login-user) command with kubeboot's error mapping and a bounded duration."""
-        kwargs.setdefault("timeout", UPLOAD_TIMEOUT)
+    @contextlib.contextmanager
+    def _mapped_errors(self, what: str, timeout: float) -> Iterator[None]:
+        """fabric/paramiko failures as kubeboot errors: a wrong sudo password, a timeout, a lost connection."""
         try:
-            return self._connection().run(command, hide=True, warn=True, **kwargs)
+            yield
+        except invoke.exceptions.AuthFailure:
+            raise SudoError(f"{self.name}: sudo rejected the password for {self.target.user}",
+                            hint="check the variable named by ssh.sudoPasswordEnv") from None
         except invoke.exceptions.CommandTimedOut:
-            raise RemoteCommandError(f"{self.name}: {what} did not finish within {kwargs['timeout']:.0f}s") from None
+            raise RemoteCommandError(f"{self.name}: {what} did not finish within {timeout:.0f}s") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             self._conn = None
             raise HostConnectionError(f"{self.name}: connection lost during {what}: {exc}",
                                       hint="re-run once the host is reachable; finished steps are skipped") from None
+
+    def _raw(self, command: str, what: str, **kwargs: Any) -> Any:
+        """A plain (login-user) command with kubeboot's error mapping and a bounded duration."""
+        timeout = kwargs.setdefault("timeout", UPLOAD_TIMEOUT)
+        with self._mapped_errors(what, timeout):
+            return self._connection().run(command, hide=True, warn=True, **kwargs)
 
     def _check_sudo(self, stderr: str) -> None:
         user = self.target.user
