@@ -55,7 +55,9 @@ def public_key_pem(key: PublicKey) -> bytes:
 
 def load_private_key(pem: bytes) -> PrivateKey:
     """Parse a PEM private key; ValueError if it is not an RSA or EC key."""
-    key = serialization.load_pem_private_key(pem, password=None)
+    # OpenSSL's RSA consistency check (primality of p and q) costs ~50 ms per key and dominated re-runs;
+    # every key kubeboot loads is also checked against its certificate's public key before use.
+    key = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise ValueError("only RSA and ECDSA private keys are supported")
     return key
