@@ -43,6 +43,11 @@ def main(ctx: click.Context, debug: bool) -> None:
     expired, 16 wrong certificate key.
     """
     ctx.meta["kubeboot.debug"] = debug
+    import logging
+
+    # paramiko logs handshake failures with tracebacks through logging's last-resort handler; kubeboot reports
+    # them itself (with --debug the library's own detail is shown too).
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if debug else logging.CRITICAL + 1)
 
 
 @main.command()
@@ -128,7 +133,8 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
         click.option("--accept-new-host-keys", is_flag=True,
                      help="Trust host keys seen for the first time and record them (changed keys are still refused)."),
         click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                     help="An OpenSSH client config to honour (ProxyCommand, ...)."),
+                     help="An OpenSSH client config to honour (ProxyCommand, ProxyJump hosts, ...). "
+                          "Default: ~/.ssh/config when it exists."),
         click.option("--disable-firewall", is_flag=True, help="Disable firewalld/ufw instead of opening ports."),
         click.option("--offline-packages", type=click.Path(path_type=Path, file_okay=False),
                      help="Install containerd/kubelet/kubectl from the .deb/.rpm files in this directory."),
@@ -142,7 +148,7 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
            ignore_preflight_errors: str | None, concurrency: int, known_hosts: Path, accept_new_host_keys: bool,
            ssh_config: Path | None, disable_firewall: bool, offline_packages: Path | None) -> None:
     from kubeboot.phases.base import RunOptions
-    from kubeboot.runner import ConnectOptions
+    from kubeboot.runner import ConnectOptions, _default_ssh_config
     from kubeboot.up import UpRequest, load_offline_packages, up
 
     options = RunOptions(
@@ -151,7 +157,8 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
         offline_packages=load_offline_packages(offline_packages) if offline_packages else (),
     )
     req = UpRequest(inventory, state_dir, tuple(only), tuple(_csv(skip_phases)), dry_run, options,
-                    ConnectOptions(known_hosts.expanduser(), accept_new_host_keys, ssh_config, concurrency))
+                    ConnectOptions(known_hosts.expanduser(), accept_new_host_keys,
+                                   ssh_config or _default_ssh_config(), concurrency))
     rep = output.Reporter()
     _rendered, result = up(req, rep)
     if dry_run:

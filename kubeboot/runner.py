@@ -28,7 +28,8 @@ from kubeboot.errors import (
 )
 from kubeboot.phases.base import Phase, PhaseContext, RunOptions, Selected, select
 from kubeboot.phases.preflight import run_checks
-from kubeboot.plan.actions import Action, RunCommand, WriteFile
+from kubeboot.phases.runtime import OFFLINE_DIR
+from kubeboot.plan.actions import Action, RunCommand, WriteFile, compare_file
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import FileState, HostFacts, gather_script, parse_facts
 from kubeboot.transport.base import Transport
@@ -37,11 +38,16 @@ from kubeboot.transport.ssh import SSHTarget, SSHTransport
 T = TypeVar("T")
 
 
+def _default_ssh_config() -> Path | None:
+    path = Path("~/.ssh/config").expanduser()
+    return path if path.is_file() else None
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     known_hosts: Path = Path("~/.ssh/known_hosts").expanduser()
     accept_new_host_keys: bool = False
-    ssh_config: Path | None = None
+    ssh_config: Path | None = field(default_factory=_default_ssh_config)  # honoured like ssh(1) does
     concurrency: int = 10
 
 
@@ -150,6 +156,8 @@ class Runner:
         """One round trip per host (in parallel) for everything later phases decide on."""
         def one(h: Host) -> None:
             paths = [a.path for a in self.artifacts.get(h.name, ())]
+            # uploaded offline packages are compared like any file, so a retry does not upload them again
+            paths += [f"{OFFLINE_DIR}/{name}" for name, _data in self.options.offline_packages]
             res = self._transport(h).run(gather_script(paths), display="gather facts", timeout=120)
             self.facts[h.name] = parse_facts(res.stdout)
 
@@ -200,6 +208,18 @@ class Runner:
                 self.rep.info(path, host.name, f"ran `{act.display or act.command}`: {act.why}")
         self.facts[host.name] = replace(self.facts[host.name], files=files)
 
+    def _with_diffs(self, host: str, actions: list[Action]) -> list[Action]:
+        """For a plan, read the host's current copy of each changed non-secret file to show a diff."""
+        out: list[Action] = []
+        for act in actions:
+            if isinstance(act, WriteFile) and not act.artifact.secret and "content changed" in act.reason:
+                old = self.transports[host].get(act.artifact.path)
+                if old is not None:
+                    act = compare_file(act.artifact, self.facts[host].files.get(act.artifact.path),
+                                       old.decode(errors="replace")) or act
+            out.append(act)
+        return out
+
     def run_phase(self, sel: Selected, dry_run: bool, result: RunResult) -> None:
         phase = sel.phase
         if phase.plan is None:
@@ -212,6 +232,8 @@ class Runner:
                 acts = list(phase.plan(ctx, h))
                 if acts:
                     plans[h.name] = acts
+        if dry_run:
+            plans = {name: self._with_diffs(name, acts) for name, acts in plans.items()}
         described = []
         for name, acts in plans.items():
             for act in acts:

@@ -120,9 +120,13 @@ def check_selinux_firewall(ctx: PhaseContext, host: Host, f: HostFacts) -> list[
     if f.selinux == "enforcing":
         out.append(_fixable(ctx, "prepare", "SELinux", host, "SELinux is enforcing"))
     if f.services.get("firewalld") == "active" or f.ufw_active:
+        from kubeboot.phases.prepare import missing_ports
+
         which = "firewalld" if f.services.get("firewalld") == "active" else "ufw"
-        out.append(_fixable(ctx, "prepare", "Firewall", host,
-                            f"{which} is active and may block the Kubernetes ports"))
+        closed = missing_ports(ctx, host)
+        if closed:
+            out.append(_fixable(ctx, "prepare", "Firewall", host,
+                                f"{which} is active and does not open {', '.join(closed)}"))
     return out
 
 
@@ -134,9 +138,9 @@ def check_hostname(ctx: PhaseContext, host: Host, f: HostFacts) -> list[Finding]
 
 
 def check_package_manager(ctx: PhaseContext, host: Host, f: HostFacts) -> list[Finding]:
-    if host.is_node and ctx.will_run("runtime") and f.package_manager is None and not ctx.options.offline_packages:
+    if host.is_node and ctx.will_run("runtime") and f.package_manager is None:
         return [Finding("PackageManager", host.name, "neither apt-get nor dnf/yum is available to install the "
-                                                     "runtime; use --offline-packages DIR")]
+                                                     "runtime (also needed for --offline-packages)")]
     return []
 
 

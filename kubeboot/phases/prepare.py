@@ -16,6 +16,8 @@ def _artifact(ctx: PhaseContext, host: Host, path: str) -> Artifact | None:
 
 
 def plan_swap(ctx: PhaseContext, host: Host) -> list[Action]:
+    if not host.is_node:
+        return []  # only the kubelet minds swap; a load-balancer host keeps it
     f = ctx.facts[host.name]
     out: list[Action] = []
     if f.swap_devices:
@@ -47,9 +49,17 @@ def required_ports(ctx: PhaseContext, host: Host) -> list[str]:
     return ports
 
 
+def missing_ports(ctx: PhaseContext, host: Host) -> list[str]:
+    """Required ports the active firewall does not open yet (facts list what it opens)."""
+    opened = ctx.facts[host.name].firewall_ports
+    return [p for p in required_ports(ctx, host) if p not in opened]
+
+
 def plan_firewall(ctx: PhaseContext, host: Host) -> list[Action]:
     f = ctx.facts[host.name]
-    ports = required_ports(ctx, host)
+    ports = missing_ports(ctx, host)
+    if not ports and not ctx.options.disable_firewall:
+        return []
     if f.services.get("firewalld") == "active":
         if ctx.options.disable_firewall:
             return [RunCommand("systemctl disable --now firewalld", "firewalld is active (--disable-firewall)")]

@@ -19,7 +19,7 @@ NODES = frozenset({Role.CONTROL_PLANE, Role.WORKER})
 
 
 def package_version(ctx: PhaseContext) -> str:
-    """pkgs.k8s.io names its packages <version>-1.1."""
+    """pkgs.k8s.io's Debian packages are <version>-1.1 (its RPMs are <version>-150500.1.1: matched by version)."""
     return f"{ctx.config.version.version}-1.1"
 
 
@@ -56,12 +56,15 @@ def plan_packages(ctx: PhaseContext, host: Host) -> list[Action]:
             if w is not None:
                 out.append(w)
         if f.package_manager == "apt":
-            out.append(RunCommand(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
-                                  f"--allow-change-held-packages {OFFLINE_DIR}/*.deb && apt-mark hold kubelet kubectl",
+            # --no-install-recommends: offline means nothing may be fetched from a repository
+            out.append(RunCommand(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+                                  f"--allow-downgrades --allow-change-held-packages {OFFLINE_DIR}/*.deb "
+                                  f"&& apt-mark hold kubelet kubectl", "install the supplied packages (offline)"))
+        elif f.package_manager in ("dnf", "yum"):
+            out.append(RunCommand(f"{f.package_manager} install -y --disableexcludes=all {OFFLINE_DIR}/*.rpm",
                                   "install the supplied packages (offline)"))
         else:
-            out.append(RunCommand(f"dnf install -y --disableexcludes=all {OFFLINE_DIR}/*.rpm",
-                                  "install the supplied packages (offline)"))
+            out.append(RunCommand("false", "no supported package manager (apt or dnf/yum) to install packages"))
         return out
     if f.package_manager == "apt":
         apt = "DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Options::=--force-confold"
@@ -74,7 +77,8 @@ def plan_packages(ctx: PhaseContext, host: Host) -> list[Action]:
                                       "the Kubernetes package signing key is missing"))
             out.append(RunCommand(f"echo {shlex.quote(line)} > {APT_SOURCE}", "point apt at the Kubernetes packages"))
         pkgs = (["containerd"] if need_containerd else []) + ([f"kubelet={ver}", f"kubectl={ver}"] if need_kube else [])
-        out.append(RunCommand(f"{apt} update && {apt} install -y --allow-downgrades --allow-change-held-packages "
+        out.append(RunCommand(f"{apt} update && {apt} install -y --no-install-recommends --allow-downgrades "
+                              f"--allow-change-held-packages "
                               f"{' '.join(pkgs)}" + (" && apt-mark hold kubelet kubectl" if need_kube else ""),
                               f"install {', '.join(pkgs)}", timeout=900))
     elif f.package_manager in ("dnf", "yum"):
@@ -85,7 +89,9 @@ def plan_packages(ctx: PhaseContext, host: Host) -> list[Action]:
             repo = (f"[kubernetes]\nname=Kubernetes\nbaseurl={base}\nenabled=1\ngpgcheck=1\n"
                     f"gpgkey={base}repodata/repomd.xml.key\nexclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n")
             out.append(RunCommand(f"printf %s {shlex.quote(repo)} > {YUM_REPO}", "point dnf at the Kubernetes packages"))
-        pkgs = (["containerd"] if need_containerd else []) + ([f"kubelet-{ver}", f"kubectl-{ver}"] if need_kube else [])
+        rpm_ver = ctx.config.version.version  # release part differs per build (-150500.1.1): match by version
+        pkgs = (["containerd"] if need_containerd else []) + ([f"kubelet-{rpm_ver}", f"kubectl-{rpm_ver}"]
+                                                              if need_kube else [])
         out.append(RunCommand(f"{tool} install -y --disableexcludes=kubernetes {' '.join(pkgs)}",
                               f"install {', '.join(pkgs)}", timeout=900))
     else:
@@ -94,17 +100,24 @@ def plan_packages(ctx: PhaseContext, host: Host) -> list[Action]:
 
 
 def plan_containerd(ctx: PhaseContext, host: Host) -> list[Action]:
-    """containerd's config from the core; restart only when the config changed or it is not running."""
+    """containerd's config from the core; restart only when the config changed while it runs; enable it (and
+    the kubelet) for boot. Without systemd the config is written and services are left alone (preflight
+    reported it)."""
     f = ctx.facts[host.name]
     art = next((a for a in ctx.artifacts.get(host.name, ()) if a.path == CONTAINERD_CONFIG), None)
     out: list[Action] = []
     write = compare_file(art, f.files.get(CONTAINERD_CONFIG)) if art is not None else None
     if write is not None:
         out.append(write)
-    if write is not None and f.services.get("containerd") == "active":
+    if not f.systemd:
+        return out
+    active = f.services.get("containerd") == "active"
+    if write is not None and active:
         out.append(RunCommand("systemctl restart containerd", f"{CONTAINERD_CONFIG} changed"))
-    elif f.services.get("containerd") != "active" or f.enabled.get("containerd") != "enabled":
-        out.append(RunCommand("systemctl enable --now containerd", "containerd is not enabled and running"))
+    if not active:
+        out.append(RunCommand("systemctl enable --now containerd", "containerd is not running"))
+    elif f.enabled.get("containerd") != "enabled":
+        out.append(RunCommand("systemctl enable containerd", "containerd does not start at boot"))
     if f.enabled.get("kubelet") != "enabled":
         out.append(RunCommand("systemctl enable kubelet", "the kubelet must start at boot (it waits for its config)"))
     return out

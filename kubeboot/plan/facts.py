@@ -57,6 +57,7 @@ class HostFacts:
     dirs: frozenset[str] = frozenset()  # which CA_DIRS exist
     ufw_active: bool = False
     fstab_swap: bool = False
+    firewall_ports: frozenset[str] = frozenset()  # "6443", "2379-2380" (firewalld or ufw notation normalised)
 
     @property
     def package_manager(self) -> str | None:
@@ -96,6 +97,7 @@ m clock; date +%s.%N
 m systemd; [ -d /run/systemd/system ] && echo yes
 m services; if [ -d /run/systemd/system ]; then for s in {services}; do echo "$s=$(systemctl is-active $s 2>/dev/null || true)=$(systemctl is-enabled $s 2>/dev/null || true)"; done; fi
 m ufw; command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | head -1
+m firewall-ports; command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --list-ports 2>/dev/null | tr ' ' '\\n'; command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | awk 'NR>4 && $2=="ALLOW" {{print $1}}'
 m versions; for b in containerd kubelet kubeadm; do command -v $b >/dev/null 2>&1 && echo "$b=$($b --version 2>/dev/null | head -1)"; done; command -v kubectl >/dev/null 2>&1 && echo "kubectl=$(kubectl version --client 2>/dev/null | head -1)"
 m files; for f in {quoted}; do [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
 m dirs; for d in {dirs}; do [ -d "$d" ] && echo "$d"; done
@@ -166,5 +168,7 @@ def parse_facts(output: str) -> HostFacts:
         files=files,
         dirs=frozenset(s.get("dirs", [])),
         ufw_active=any("Status: active" in line for line in s.get("ufw", [])),
+        firewall_ports=frozenset(p.split("/")[0].replace(":", "-") for p in s.get("firewall-ports", [])
+                                 if p.endswith("/tcp")),
         fstab_swap=bool(s.get("fstab-swap")),
     )

@@ -133,11 +133,6 @@ class TestBastion:
         assert "[connect] 2 host(s) failed:" in direct_run.stderr
         for h in TARGETS:
             assert f"{h} (root@{lab.host(h).address}:22)" in direct_run.stderr
-
-    @pytest.mark.xfail(strict=True, reason="kubeboot bug: a failed SSH handshake prints paramiko's own "
-                                           "'Exception (client): ...' lines and full Python tracebacks to stderr "
-                                           "without --debug (paramiko's transport thread logs to a logger with no "
-                                           "handler, so logging's last-resort handler prints them)")
     def test_connection_failure_prints_no_traceback(self, direct_run: subprocess.CompletedProcess[str]) -> None:
         assert direct_run.returncode == 8
         assert "Traceback (most recent call last)" not in direct_run.stderr, direct_run.stderr[-3000:]
@@ -221,12 +216,6 @@ def test_offline_packages_are_uploaded_installed_and_converge(lab: Lab, apt_repo
     assert "[runtime/packages] no changes" in again.stderr
     assert "no changes: the hosts already match" in again.stderr
     assert "wrote" not in again.stderr and "ran `" not in again.stderr
-
-
-@pytest.mark.xfail(strict=True, reason="kubeboot bug: the offline install is `apt-get install ... *.deb` without "
-                                       "--no-install-recommends, so on a host whose apt lists name runc's "
-                                       "Recommends (criu, libnet1, libprotobuf32, python3-protobuf, ...) apt tries "
-                                       "to download them and the offline install fails (exit 6)")
 def test_offline_install_fetches_nothing_on_a_host_with_apt_lists(lab: Lab, apt_repo: AptRepo,  # noqa: F811
                                                                   tmp_path: Path) -> None:
     host = "h3"
@@ -239,11 +228,6 @@ def test_offline_install_fetches_nothing_on_a_host_with_apt_lists(lab: Lab, apt_
     res = kubeboot(lab, inv, "up", "--only", "runtime/packages", "--offline-packages", str(tmp_path / "debs"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert lab.sh_in(host, "kubelet --version").strip() == "Kubernetes v1.37.2"
-
-
-@pytest.mark.xfail(strict=True, reason="kubeboot bug: facts are gathered only for rendered artifacts, never for "
-                                       "/var/cache/kubeboot/packages/*, so packages already on the host with the "
-                                       "same digest are planned as 'new' and re-uploaded on every run")
 def test_offline_packages_already_on_the_host_are_not_uploaded_again(lab: Lab, apt_repo: AptRepo,  # noqa: F811
                                                                      tmp_path: Path) -> None:
     host = "h1"

@@ -84,13 +84,17 @@ def test_files_are_placed_then_a_rerun_changes_nothing(lab: Lab, tmp_path: Path)
 
 
 def test_dry_run_prints_the_plan_and_touches_nothing(lab: Lab, tmp_path: Path) -> None:
-    inv = inventory(lab, tmp_path / "inv.yaml", certificates={"apiServerCertSANs": ["api.lab.test"]})
+    inv = inventory(lab, tmp_path / "inv.yaml", containerRuntime={"cgroupDriver": "cgroupfs"})
+    assert kubeboot(lab, inv, "up", "--only", "files", NO_SYSTEMD).returncode == 0  # a known starting point
     before = {h: snapshot(lab, h) for h in ("h2", "h5")}
+    inventory(lab, inv, certificates={"apiServerCertSANs": ["api.lab.test"]})  # and back to systemd cgroups
     res = kubeboot(lab, inv, "plan", "--only", "files", NO_SYSTEMD)
     assert res.returncode == 0, res.stderr
     assert "would write /etc/kubernetes/pki/apiserver.crt" in res.stderr
+    # a changed non-secret file is shown as a diff against the host's copy; secrets never are
+    assert "-        SystemdCgroup = false" in res.stderr and "+        SystemdCgroup = true" in res.stderr
     assert "nothing was changed" in res.stderr
-    assert "BEGIN RSA PRIVATE KEY" not in res.stderr + res.stdout
+    assert "BEGIN RSA PRIVATE KEY" not in res.stderr + res.stdout and "client-key-data" not in res.stderr
     assert {h: snapshot(lab, h) for h in before} == before
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reference.binaries import ref_bin
 from tests.reference.controlplane import Network, StaticPodRunner, prerequisites
 
 pytestmark = pytest.mark.reference
@@ -70,11 +71,22 @@ def test_init_prints_join_commands_that_work_and_a_rerun_converges(net: Network,
         assert join.returncode == 0, join.stderr
         assert (tmp_path / "w1/etc/kubernetes/bootstrap-kubelet.conf").exists()
 
+        # the kubelet would register the Node; create it so the re-run's mark-control-plane has one to mark
+        kubectl = runners[0].kubectl
+        node = '{"apiVersion":"v1","kind":"Node","metadata":{"name":"cp1"}}'
+        made = net.run("ctl", [str(ref_bin("kubectl")), f"--kubeconfig={root}/etc/kubernetes/super-admin.conf",
+                               "create", "-f", "-"], input=node)
+        assert made.returncode == 0, made.stderr
         before = _digests(root)
         again = net.run("ctl", argv, timeout=300)
         assert again.returncode == 0, again.stderr
         assert "0 file(s) written" in again.stderr and "created" not in again.stderr.split("[wait-control-plane]")[0]
         assert _digests(root) == before  # no file changed: the PKI and every kubeconfig were reused
+        labels = kubectl("get", "node", "cp1", "-o", "jsonpath={.metadata.labels}", kubeconfig="admin.conf").stdout
+        taints = kubectl("get", "node", "cp1", "-o", "jsonpath={.spec.taints}", kubeconfig="admin.conf").stdout
+        assert "node-role.kubernetes.io/control-plane" in labels
+        assert "node.kubernetes.io/exclude-from-external-load-balancers" in labels
+        assert '"effect":"NoSchedule"' in taints and '"key":"node-role.kubernetes.io/control-plane"' in taints
     finally:
         for r in runners:
             r.stop_all()

@@ -285,6 +285,40 @@ def test_wrong_certificate_key_is_refused_before_anything_is_written(cluster: Cl
     assert not root.exists() or not any(root.rglob("*"))
 
 
+def test_deleted_token_is_rejected_and_unsafe_discovery_warns(cluster: Cluster) -> None:
+    token, pin = _join_command(cluster)
+    tid = token.split(".")[0]
+    res = cluster.ok("token", "delete", tid, "--kubeconfig", cluster.conf("admin.conf"))
+    assert f"bootstrap token {tid} deleted" in res.stdout
+    assert tid not in cluster.ok("token", "list", "--kubeconfig", cluster.conf("admin.conf")).stdout
+    gone = cluster.kubeboot("join", EP, "--token", token, "--discovery-token-ca-cert-hash", pin, "--node-name", "w8",
+                            "--rootfs", str(cluster.tmp / "w8"), "--discovery-timeout", "8")
+    assert gone.returncode == 13 and f"no signature for token {tid}" in gone.stderr, gone.stderr
+
+    token, _pin = _join_command(cluster)
+    root = cluster.tmp / "w7"
+    res = cluster.ok("join", EP, "--token", token, "--discovery-token-unsafe-skip-ca-verification", "--node-name",
+                     "w7", "--rootfs", str(root), "--discovery-timeout", "60")
+    assert "the cluster CA was NOT verified" in res.stderr
+    assert (root / "etc/kubernetes/bootstrap-kubelet.conf").exists()
+
+
+def test_expired_or_deleted_kubeadm_certs_exit_15_and_write_nothing(cluster: Cluster) -> None:
+    key = cluster.ok("init", "phase", "upload-certs", "--upload-certs", "--kubeconfig", cluster.conf("admin.conf"),
+                     "--cert-dir", str(cluster.tree.path("cp1", "/etc/kubernetes/pki"))).stdout.strip()
+    # what the garbage collector does when the 2-hour proxy token expires
+    cluster.kubectl("delete", "secret", "-n", "kube-system", "kubeadm-certs")
+    token, pin = _join_command(cluster)
+    root = cluster.tmp / "cp-expired"
+    res = cluster.kubeboot("join", EP, "--token", token, "--discovery-token-ca-cert-hash", pin, "--control-plane",
+                           "--certificate-key", key, "--apiserver-advertise-address", CP2, "--node-name", "cp8",
+                           "--rootfs", str(root))
+    assert res.returncode == 15 and "kubeadm-certs Secret is gone" in res.stderr, res.stderr
+    assert "upload-certs --upload-certs" in res.stderr
+    assert not root.exists() or not any(root.rglob("*"))
+
+
+# Last: it grows etcd to two members (and shrinks it back afterwards).
 def test_control_plane_join_adds_an_etcd_learner_promotes_it_and_serves_its_own_cert(cluster: Cluster) -> None:
     key = cluster.ok("init", "phase", "upload-certs", "--upload-certs", "--kubeconfig", cluster.conf("admin.conf"),
                      "--cert-dir", str(cluster.tree.path("cp1", "/etc/kubernetes/pki"))).stdout.strip()
@@ -338,5 +372,17 @@ def test_control_plane_join_adds_an_etcd_learner_promotes_it_and_serves_its_own_
         assert not (root / "etc/kubernetes/super-admin.conf").exists()
     finally:
         t.join(timeout=5)
+        _remove_member(cluster, root, CP2)  # two voters with one stopped would leave etcd without quorum
         for r in runners:
             r.stop_all()
+
+
+def _remove_member(cluster: Cluster, root: Path, address: str) -> None:
+    etcdctl, pki = ref_bin("etcdctl"), root / "etc/kubernetes/pki/etcd"
+    if etcdctl is None or not (pki / "healthcheck-client.crt").exists():
+        return
+    base = [str(etcdctl), f"--endpoints=https://{CP1}:2379", f"--cacert={pki}/ca.crt",
+            f"--cert={pki}/healthcheck-client.crt", f"--key={pki}/healthcheck-client.key"]
+    for line in cluster.net.run("ctl", [*base, "member", "list"]).stdout.splitlines():
+        if f"https://{address}:2380" in line:
+            cluster.net.run("ctl", [*base, "member", "remove", line.split(",")[0]])
