@@ -66,6 +66,15 @@ def test_files_are_placed_then_a_rerun_changes_nothing(lab: Lab, tmp_path: Path)
     assert sum(p.startswith("/etc/kubernetes/") for p in before["h2"]) == 31
     assert sum(p.startswith("/etc/kubernetes/") for p in before["h3"]) == 30
 
+    # the trace log records every command but no secret: grep it for the actual values
+    trace = (inv.parent / ".kubeboot/lab/trace.log").read_text()
+    token_secret = (inv.parent / ".kubeboot/lab/tokens/bootstrap").read_text().split()[0].split(".")[1]
+    assert "put /etc/kubernetes/pki/ca.key" in trace and token_secret not in trace
+    for key in (inv.parent / ".kubeboot/lab").rglob("*.key"):
+        body = "".join(key.read_text().splitlines()[1:-1])
+        assert body[:40] not in trace.replace("\n", ""), key
+    assert "PRIVATE KEY" not in trace
+
     second = kubeboot(lab, inv, "up", "--only", "files", NO_SYSTEMD)
     assert second.returncode == 0, second.stderr
     assert "no changes: the hosts already match" in second.stderr

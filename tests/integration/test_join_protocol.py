@@ -198,6 +198,15 @@ def test_worker_tls_bootstrap_csr_is_approved_and_signed(cluster: Cluster, tmp_p
                              str(tmp_path / "w2.crt")], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
     assert cert.subject.rfc4514_string() == "CN=system:node:w2,O=system:nodes"
+    # the certificate works: the API server authenticates it as the node
+    (tmp_path / "w2.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                        serialization.PrivateFormat.TraditionalOpenSSL,
+                                                        serialization.NoEncryption()))
+    whoami = cluster.net.run("ctl", [kubectl, f"--server=https://{EP}",
+                                     f"--certificate-authority={root}/etc/kubernetes/pki/ca.crt",
+                                     f"--client-certificate={tmp_path}/w2.crt", f"--client-key={tmp_path}/w2.key",
+                                     "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+    assert whoami.returncode == 0 and whoami.stdout == "system:node:w2", whoami.stderr
 
 
 def _in_private_mounts(c: Cluster, script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
