@@ -3,11 +3,10 @@ mark-control-plane, bootstrap-token), the token commands, and the join command l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import yaml
 from cryptography import x509
@@ -118,12 +117,3 @@ def upload_certs_phase(api: k8s.ApiClient, cert_dir: Path, certificate_key: str 
     return key_hex
 
 
-def cluster_ca(api_conf: Path) -> bytes:
-    return kubeconfig_server_and_ca(api_conf)[1]
-
-
-def describe_objects(result: Mapping[str, str]) -> list[str]:
-    return [f"{name}: {outcome}" for name, outcome in result.items()]
-
-
-__all__: list[Any] = ["JoinCommands", "bootstrap_token_phase", "join_commands", "parse_ttl", "upload_certs_phase"]

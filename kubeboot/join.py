@@ -263,7 +263,7 @@ def _etcd_join(req: JoinRequest, rep: output.Reporter, cfg: ClusterConfig, host:
                result: JoinResult) -> str:
     rep.phase_start("etcd-join")
     admin = kc.from_kubeconfig(_path(req, "/etc/kubernetes/admin.conf"))
-    endpoints = kc.retry("etcd endpoints", lambda: _etcd_endpoints(admin), timeout=60)
+    endpoints = kc.retry(lambda: _etcd_endpoints(admin), timeout=60)
     hc = pki.leaves[(host.name, "etcd-healthcheck-client")]
     etcd = EtcdClient(endpoints, pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(), hc.key_pem())
     try:

@@ -13,8 +13,7 @@ from kubeboot.phases.base import RunOptions
 from kubeboot.phases.workflows import UP
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import HostFacts
-from kubeboot.render.cluster import HostFacts as RenderFacts
-from kubeboot.render.cluster import render_cluster
+from kubeboot.render.cluster import RenderHints, render_cluster
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
 from kubeboot.transport.base import Transport
 
@@ -46,7 +45,7 @@ def up(req: UpRequest, reporter: output.Reporter,
         reporter.warn("config", None, w)
 
     def rerender(facts: Mapping[str, HostFacts]) -> Mapping[str, tuple[Artifact, ...]]:
-        per_host = {name: RenderFacts(ca_dirs=tuple(sorted(f.dirs))) for name, f in facts.items()}
+        per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs))) for name, f in facts.items()}
         return render_cluster(rendered.config, rendered.pki, rendered.token, per_host)
 
     trace = TraceLog(rendered.state_dir / "trace.log")

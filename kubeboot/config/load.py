@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import yaml
@@ -105,14 +106,7 @@ def parse_inventory(raw: object, source: str = "inventory") -> ClusterConfig:
     cfg = _parse(raw, p)
     if p.has_errors or cfg is None:
         raise ConfigError(p.items, source=source)
-    warnings = tuple(str(w) for w in p.items if w.severity == "warning")
-    return _replace_warnings(cfg, warnings)
-
-
-def _replace_warnings(cfg: ClusterConfig, warnings: tuple[str, ...]) -> ClusterConfig:
-    from dataclasses import replace
-
-    return replace(cfg, warnings=warnings)
+    return replace(cfg, warnings=tuple(str(w) for w in p.items if w.severity == "warning"))
 
 
 # --- small typed readers -------------------------------------------------------------------------

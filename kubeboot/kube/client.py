@@ -67,7 +67,7 @@ def _client(endpoint: str, ca_pem: bytes | None, token: str | None = None) -> k8
     return k8s.ApiClient(conf)
 
 
-def retry(what: str, fn: Callable[[], T], timeout: float = API_TIMEOUT, interval: float = 0.5,
+def retry(fn: Callable[[], T], timeout: float = API_TIMEOUT, interval: float = 0.5,
           retry_on: Callable[[Exception], bool] = lambda e: True) -> T:
     """Call fn until it succeeds or the deadline passes; the last error is reported."""
     deadline = time.monotonic() + timeout
@@ -158,7 +158,7 @@ def ensure_admin_binding(admin: k8s.ApiClient, super_admin: k8s.ApiClient | None
                 return Objects(super_admin).apply(body)
             raise
 
-    return retry("the kubeadm:cluster-admins binding", attempt, retry_on=lambda e: getattr(e, "status", 0) != 403)
+    return retry(attempt, retry_on=lambda e: getattr(e, "status", 0) != 403)
 
 
 # --- bootstrap tokens --------------------------------------------------------------------------------
@@ -307,4 +307,3 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-__all__ = ["ApiError", "Discovered", "Objects", "Path", "discover", "ensure_admin_binding", "from_kubeconfig"]

@@ -21,8 +21,8 @@ MANIFESTS = f"{K8S}/manifests"
 
 
 @dataclass(frozen=True)
-class HostFacts:
-    """The few host facts rendering depends on (gathered over SSH later; defaults assume Debian/Ubuntu)."""
+class RenderHints:
+    """The few host facts rendering depends on (from facts gathered over SSH; defaults assume Debian/Ubuntu)."""
 
     ca_dirs: Sequence[str] = manifests.DEFAULT_CA_DIRS
 
@@ -41,7 +41,7 @@ def _kubeconfig_server(cfg: ClusterConfig, host: Host, file: str) -> str:
     return cfg.control_plane_endpoint.url()
 
 
-def _control_plane_files(cfg: ClusterConfig, pki: ClusterPki, host: Host, facts: HostFacts) -> list[Artifact]:
+def _control_plane_files(cfg: ClusterConfig, pki: ClusterPki, host: Host, facts: RenderHints) -> list[Artifact]:
     out: list[Artifact] = []
     for spec in CAS:
         pair = pki.cas[spec.id]
@@ -84,8 +84,8 @@ def _worker_files(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken) ->
 
 
 def render_host(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken, host: Host,
-                facts: HostFacts | None = None) -> tuple[Artifact, ...]:
-    facts = facts or HostFacts()
+                facts: RenderHints | None = None) -> tuple[Artifact, ...]:
+    facts = facts or RenderHints()
     out: list[Artifact] = []
     if host.is_control_plane:
         out += _control_plane_files(cfg, pki, host, facts)
@@ -103,7 +103,7 @@ def render_host(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken, host
 
 
 def render_cluster(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken,
-                   facts: Mapping[str, HostFacts] | None = None) -> dict[str, tuple[Artifact, ...]]:
+                   facts: Mapping[str, RenderHints] | None = None) -> dict[str, tuple[Artifact, ...]]:
     """Every host's artifacts, keyed by host name, in inventory order."""
     facts = facts or {}
     return {h.name: render_host(cfg, pki, token, h, facts.get(h.name)) for h in cfg.hosts}
