@@ -327,6 +327,67 @@ def test_expired_or_deleted_kubeadm_certs_exit_15_and_write_nothing(cluster: Clu
     assert not root.exists() or not any(root.rglob("*"))
 
 
+
+def test_the_real_kubelet_completes_tls_bootstrap_with_the_joined_files(cluster: Cluster, tmp_path: Path) -> None:
+    """The real kubelet v1.37.2, started with the files `kubeboot join` wrote (and a real containerd for its CRI
+    check), gets its client certificate: CSR approved by the controller-manager, kubelet-client-current.pem."""
+    import shutil
+
+    from cryptography import x509
+
+    if shutil.which("containerd") is None:
+        pytest.skip("containerd is not installed (run tests/setup.sh)")
+    kubelet = str(require_bin("kubelet"))
+    token, pin = _join_command(cluster)
+    root = tmp_path / "w3"
+    cluster.ok("join", EP, "--token", token, "--discovery-token-ca-cert-hash", pin, "--node-name", "w3",
+               "--node-ip", W1, "--rootfs", str(root))
+    # containerd in the node's namespace, private state, so the kubelet's CRI check passes
+    ctrd = tmp_path / "ctrd"
+    ctrd.mkdir()
+    (ctrd / "config.toml").write_text('version = 2\n')
+    sock = ctrd / "containerd.sock"
+    procs = [subprocess.Popen(cluster.net.argv("w1", ["containerd", "--config", str(ctrd / "config.toml"), "--root",
+                                                      str(ctrd / "root"), "--state", str(ctrd / "state"),
+                                                      "--address", str(sock)]),
+                              stdout=(tmp_path / "containerd.log").open("wb"), stderr=subprocess.STDOUT)]
+    try:
+        wait_for(sock.exists, 30, "containerd's socket", interval=0.2)
+        cfg = yaml.safe_load((root / "var/lib/kubelet/config.yaml").read_text())
+        # only what ties the config to this machine's paths, plus cgroup v1 (this sandbox) and containerd's socket
+        cfg["authentication"]["x509"]["clientCAFile"] = str(root / "etc/kubernetes/pki/ca.crt")
+        cfg["staticPodPath"] = str(root / "etc/kubernetes/manifests")
+        cfg["containerRuntimeEndpoint"] = f"unix://{sock}"
+        cfg["cgroupDriver"] = "cgroupfs"
+        cfg["failCgroupV1"] = False
+        cfg["cgroupsPerQOS"] = False  # it shares this machine's cgroups: create none
+        cfg["enforceNodeAllocatable"] = []
+        (tmp_path / "kubelet.yaml").write_text(yaml.safe_dump(cfg))
+        pki = root / "var/lib/kubelet/pki"
+        # nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup mounts the kubelet needs
+        procs.append(subprocess.Popen([
+            "nsenter", f"--net=/var/run/netns/{cluster.net.ns('w1')}", kubelet, f"--bootstrap-kubeconfig={root}/etc/kubernetes/bootstrap-kubelet.conf",
+            f"--kubeconfig={root}/etc/kubernetes/kubelet.conf", f"--config={tmp_path}/kubelet.yaml",
+            f"--cert-dir={pki}", f"--root-dir={root}/var/lib/kubelet", "--hostname-override=w3",
+            f"--node-ip={W1}"], stdout=(tmp_path / "kubelet.log").open("wb"), stderr=subprocess.STDOUT))
+        current = pki / "kubelet-client-current.pem"
+        wait_for(current.exists, 60, "the kubelet's client certificate", interval=0.2,
+                 details=lambda: (tmp_path / "kubelet.log").read_text(errors="replace")[-3000:])
+        cert = x509.load_pem_x509_certificate(current.read_bytes())
+        assert cert.subject.rfc4514_string() == "CN=system:node:w3,O=system:nodes"
+        verify = subprocess.run(["openssl", "verify", "-CAfile", str(root / "etc/kubernetes/pki/ca.crt"),
+                                 str(current)], capture_output=True, text=True)
+        assert verify.returncode == 0, verify.stderr
+        kubeconfig = yaml.safe_load((root / "etc/kubernetes/kubelet.conf").read_text())
+        assert kubeconfig["users"][0]["user"]["client-certificate"] == str(current)
+        csrs = cluster.kubectl("get", "csr", "-o", "jsonpath={range .items[*]}{.spec.username} "
+                                                   "{.status.conditions[0].type}{\"\\n\"}{end}")
+        assert f"system:bootstrap:{token.split('.')[0]} Approved" in csrs
+    finally:
+        for p in reversed(procs):
+            p.kill()
+            p.wait(timeout=10)
+
 # Last: it grows etcd to two members (and shrinks it back afterwards).
 def test_control_plane_join_adds_an_etcd_learner_promotes_it_and_serves_its_own_cert(cluster: Cluster) -> None:
     key = cluster.ok("init", "phase", "upload-certs", "--upload-certs", "--kubeconfig", cluster.conf("admin.conf"),
