@@ -29,13 +29,35 @@ from kubeboot.pki.certs import CAS
 from kubeboot.pki.keys import KeyGen, generate_key
 from kubeboot.pki.tokens import generate_token
 from kubeboot.plan.artifact import Artifact
-from kubeboot.render.cluster import render_host
+from kubeboot.render.cluster import local_api_url, render_host
 
 WAIT_TIMEOUT = 240.0  # kubeadm ControlPlaneComponentHealthCheck
 
 
 class WaitControlPlaneError(KubebootError):
     exit_code = 6
+
+
+def _livez(url: str) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # like kubeadm's wait: the apiserver's liveness, not its identity
+    try:
+        with urllib.request.urlopen(f"{url}/livez", context=ctx, timeout=5) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def wait_live(url: str, timeout: float) -> None:
+    """Poll the API server's /livez until it answers 200 (kubeadm wait-control-plane), bounded."""
+    deadline = time.monotonic() + timeout
+    while not _livez(url):
+        if time.monotonic() > deadline:
+            raise WaitControlPlaneError(
+                f"the API server at {url} did not become live within {timeout:.0f}s",
+                hint="check the kubelet (journalctl -u kubelet) and the static pods (crictl ps -a)")
+        time.sleep(0.5)
 
 
 @dataclass(frozen=True)
@@ -112,17 +134,6 @@ def _write(root: Path, artifacts: list[Artifact], result: InitResult) -> None:
     result.written += state.write_files_under(root, artifacts)
 
 
-def _livez(url: str) -> bool:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # like kubeadm's wait: the apiserver's liveness, not its identity
-    try:
-        with urllib.request.urlopen(f"{url}/livez", context=ctx, timeout=5) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
          now: datetime | None = None) -> InitResult:
     cfg = config_from_flags(req)
@@ -151,15 +162,8 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
         rep.phase_done("kubelet-start", f"--rootfs {root}: the kubelet is not started by kubeboot")
 
     rep.phase_start("wait-control-plane")
-    local = f"https://{req.advertise_address}:6443" if ":" not in req.advertise_address \
-        else f"https://[{req.advertise_address}]:6443"
-    deadline = time.monotonic() + req.wait_timeout
-    while not _livez(local):
-        if time.monotonic() > deadline:
-            raise WaitControlPlaneError(
-                f"the API server at {local} did not become live within {req.wait_timeout:.0f}s",
-                hint="check the kubelet (journalctl -u kubelet) and the static pods (crictl ps -a)")
-        time.sleep(0.5)
+    local = local_api_url(host)
+    wait_live(local, req.wait_timeout)
     rep.phase_done("wait-control-plane", f"API server live at {local}")
 
     admin_path = root / "etc/kubernetes/admin.conf"

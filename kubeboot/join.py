@@ -29,7 +29,7 @@ from kubeboot.pki.tokens import BootstrapToken, parse_token
 from kubeboot.plan.artifact import Artifact
 from kubeboot.render import kubeconfig as kcfg
 from kubeboot.render import manifests
-from kubeboot.render.cluster import render_host
+from kubeboot.render.cluster import local_api_url, render_host
 from kubeboot.render.node import KUBELET_DIR
 
 BOOTSTRAP_USER = "tls-bootstrap-token-user"
@@ -232,6 +232,15 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
     member = _etcd_join(req, rep, cfg, host, pki, result)
     result.etcd_member = member
     _write(req, [a for a in files if not a.path.startswith("/etc/kubernetes/")], result)
+    if req.rootfs == Path("/"):
+        from kubeboot.initnode import wait_live
+
+        rep.phase_start("wait-control-plane")
+        wait_live(local_api_url(host), 240.0)
+        rep.phase_done("wait-control-plane", f"API server live at {local_api_url(host)}")
+    else:
+        rep.info("wait-control-plane", host.name, f"--rootfs {req.rootfs}: the kubelet runs the new API server; "
+                                                  f"not waiting for it")
     return result
 
 
