@@ -20,9 +20,9 @@ from kubernetes import client as k8s
 
 from kubeboot import output, state
 from kubeboot.apiphases import bootstrap_token_phase, join_commands, upload_certs_phase, upload_config_phase
-from kubeboot.config.load import parse_inventory
+from kubeboot.config.load import single_control_plane
 from kubeboot.config.model import ClusterConfig
-from kubeboot.errors import ConfigError, KubebootError
+from kubeboot.errors import KubebootError
 from kubeboot.kube import client as kc
 from kubeboot.pki.bundle import LEAVES_BY_ID, clients_for, plan_pki
 from kubeboot.pki.certs import CAS
@@ -86,19 +86,12 @@ class InitResult:
 
 
 def config_from_flags(req: InitRequest) -> ClusterConfig:
-    doc = {
-        "apiVersion": "kubeboot.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "init"},
-        "spec": {
-            "kubernetesVersion": req.kubernetes_version, "controlPlaneEndpoint": req.control_plane_endpoint,
-            "loadBalancer": {"mode": "none"},
-            "networking": {"podSubnet": req.pod_network_cidr, "serviceSubnet": req.service_cidr,
-                           "dnsDomain": req.dns_domain},
-            "certificates": {"keyAlgorithm": req.key_algorithm, "apiServerCertSANs": list(req.cert_sans)},
-            "hosts": [{"name": req.node_name, "address": req.advertise_address, "roles": ["control-plane"]}],
-        },
-    }
-    cfg = parse_inventory(doc, source="init flags")
-    return cfg
+    return single_control_plane(
+        name=req.node_name, address=req.advertise_address, endpoint=req.control_plane_endpoint,
+        version=req.kubernetes_version,
+        networking={"podSubnet": req.pod_network_cidr, "serviceSubnet": req.service_cidr,
+                    "dnsDomain": req.dns_domain},
+        key_algorithm=req.key_algorithm, cert_sans=list(req.cert_sans), source="init flags")
 
 
 def _existing_material(root: Path, cfg: ClusterConfig) -> dict[str, bytes]:
@@ -213,4 +206,3 @@ def _mark_control_plane(api: k8s.ApiClient, name: str, rep: output.Reporter) -> 
         rep.info("mark-control-plane", name, "labelled and tainted")
 
 
-__all__ = ["ConfigError", "InitRequest", "InitResult", "init"]

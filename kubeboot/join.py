@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client as k8s
 
 from kubeboot import output, state
-from kubeboot.config.load import parse_inventory
+from kubeboot.config.load import single_control_plane
 from kubeboot.config.model import APISERVER_BIND_PORT, ClusterConfig, Host
 from kubeboot.errors import CertificateKeyError, ConfigError, JoinError, Problem
 from kubeboot.etcdapi import EtcdClient, wait
@@ -30,7 +30,7 @@ from kubeboot.plan.artifact import Artifact
 from kubeboot.render import kubeconfig as kcfg
 from kubeboot.render import manifests
 from kubeboot.render.cluster import local_api_url, render_host
-from kubeboot.render.node import KUBELET_DIR
+from kubeboot.render.node import instance_config, kubeadm_flags_env, kubelet_config_file
 
 BOOTSTRAP_USER = "tls-bootstrap-token-user"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -121,24 +121,17 @@ def _kubelet_config(api: k8s.ApiClient) -> dict[str, Any]:
 def _inventory_for_this_node(cc: dict[str, Any], req: JoinRequest) -> ClusterConfig:
     """The cluster as kubeadm-config describes it, with this node as its only host (for the PKI/render core)."""
     net = cc.get("networking") or {}
-    doc = {
-        "apiVersion": "kubeboot.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "join"},
-        "spec": {
-            "kubernetesVersion": str(cc.get("kubernetesVersion", "")).lstrip("v"),
-            "controlPlaneEndpoint": cc.get("controlPlaneEndpoint") or f"{req.advertise_address}:{APISERVER_BIND_PORT}",
-            "loadBalancer": {"mode": "none"},
-            "networking": {k: v for k, v in (("podSubnet", net.get("podSubnet")),
-                                             ("serviceSubnet", net.get("serviceSubnet")),
-                                             ("dnsDomain", net.get("dnsDomain"))) if v},
-            "certificates": {"keyAlgorithm": cc.get("encryptionAlgorithm") or "RSA-2048",
-                             "apiServerCertSANs": list((cc.get("apiServer") or {}).get("certSANs") or [])},
-            "imageRepository": cc.get("imageRepository") or "registry.k8s.io",
-            "clusterName": cc.get("clusterName") or "kubernetes",
-            "hosts": [{"name": req.node_name, "address": req.advertise_address, "roles": ["control-plane"]}],
-        },
-    }
     try:
-        return parse_inventory(doc, source="kubeadm-config")
+        return single_control_plane(
+            name=req.node_name, address=req.advertise_address,
+            endpoint=cc.get("controlPlaneEndpoint") or f"{req.advertise_address}:{APISERVER_BIND_PORT}",
+            version=str(cc.get("kubernetesVersion", "")).lstrip("v"),
+            networking={"podSubnet": net.get("podSubnet"), "serviceSubnet": net.get("serviceSubnet"),
+                        "dnsDomain": net.get("dnsDomain")},
+            key_algorithm=cc.get("encryptionAlgorithm") or "RSA-2048",
+            cert_sans=list((cc.get("apiServer") or {}).get("certSANs") or []),
+            image_repository=cc.get("imageRepository"), cluster_name=cc.get("clusterName"),
+            source="kubeadm-config")
     except ConfigError as exc:
         raise JoinError("the cluster's kubeadm-config cannot be used for this node:\n  " +
                         "\n  ".join(str(p) for p in exc.problems)) from None
@@ -151,13 +144,7 @@ def _kubelet_files(req: JoinRequest, kubelet_cfg: dict[str, Any]) -> list[Artifa
     ip = req.node_ip or req.advertise_address
     if ip:
         args["node-ip"] = ip
-    flags = " ".join(f"--{k}={args[k]}" for k in sorted(args))
-    return [
-        Artifact(f"{KUBELET_DIR}/config.yaml", yaml.safe_dump(doc, sort_keys=True).encode(), 0o644),
-        Artifact(f"{KUBELET_DIR}/instance-config.yaml", f'containerRuntimeEndpoint: "{req.cri_socket}"\n'.encode(),
-                 0o644),
-        Artifact(f"{KUBELET_DIR}/kubeadm-flags.env", f'KUBELET_KUBEADM_ARGS="{flags}"\n'.encode(), 0o644),
-    ]
+    return [kubelet_config_file(doc), instance_config(req.cri_socket), kubeadm_flags_env(args)]
 
 
 def _write(req: JoinRequest, artifacts: list[Artifact], result: JoinResult) -> None:

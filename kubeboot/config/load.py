@@ -109,6 +109,26 @@ def parse_inventory(raw: object, source: str = "inventory") -> ClusterConfig:
     return replace(cfg, warnings=tuple(str(w) for w in p.items if w.severity == "warning"))
 
 
+def single_control_plane(*, name: str, address: str | None, endpoint: str, version: str,
+                         networking: Mapping[str, str | None], key_algorithm: str, cert_sans: list[str],
+                         image_repository: str | None = None, cluster_name: str | None = None,
+                         source: str) -> ClusterConfig:
+    """A validated cluster whose only host is this control plane: what `init` and `join --control-plane` feed
+    the PKI and render core on the node (from flags, or from the cluster's kubeadm-config)."""
+    spec: dict[str, Any] = {
+        "kubernetesVersion": version, "controlPlaneEndpoint": endpoint, "loadBalancer": {"mode": "none"},
+        "networking": {k: v for k, v in networking.items() if v},
+        "certificates": {"keyAlgorithm": key_algorithm, "apiServerCertSANs": cert_sans},
+        "hosts": [{"name": name, "address": address, "roles": ["control-plane"]}],
+    }
+    if image_repository:
+        spec["imageRepository"] = image_repository
+    if cluster_name:
+        spec["clusterName"] = cluster_name
+    doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "node"}, "spec": spec}
+    return parse_inventory(doc, source=source)
+
+
 # --- small typed readers -------------------------------------------------------------------------
 
 

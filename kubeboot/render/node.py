@@ -48,24 +48,39 @@ def kubelet_node_config(cfg: ClusterConfig) -> dict[str, Any]:
     return doc
 
 
-def kubeadm_flags(cfg: ClusterConfig, host: Host) -> bytes:
-    """KUBELET_KUBEADM_ARGS. kubeboot always passes --node-ip (the inventory address) so that a node with
-    several interfaces (Vagrant's shared NAT 10.0.2.15, cloud VMs) registers the address the cluster uses,
-    and --hostname-override so the node name is the inventory name whatever the OS hostname is."""
+def kubeadm_flags_env(args: dict[str, str]) -> Artifact:
+    """/var/lib/kubelet/kubeadm-flags.env: KUBELET_KUBEADM_ARGS, `--name=value` sorted by name (kubeadm flags.go)."""
+    line = " ".join(f"--{k}={args[k]}" for k in sorted(args))
+    return Artifact(f"{KUBELET_DIR}/kubeadm-flags.env", f'KUBELET_KUBEADM_ARGS="{line}"\n'.encode(), 0o644)
+
+
+def instance_config(cri_socket: str) -> Artifact:
+    """/var/lib/kubelet/instance-config.yaml, verbatim as kubeadm's WriteInstanceConfigToDisk (Go %q quoting)."""
+    return Artifact(f"{KUBELET_DIR}/instance-config.yaml", f'containerRuntimeEndpoint: "{cri_socket}"\n'.encode(),
+                    0o644)
+
+
+def kubelet_config_file(doc: dict[str, Any]) -> Artifact:
+    return Artifact(f"{KUBELET_DIR}/config.yaml", yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
+                    .encode(), 0o644)
+
+
+def kubeadm_flags(cfg: ClusterConfig, host: Host) -> Artifact:
+    """kubeboot always passes --node-ip (the inventory address) so that a node with several interfaces
+    (Vagrant's shared NAT 10.0.2.15, cloud VMs) registers the address the cluster uses, and
+    --hostname-override so the node name is the inventory name whatever the OS hostname is."""
     args = {"hostname-override": host.name, "node-ip": str(host.address)}
     if not cfg.version.facts.node_local_cri_socket:
         args["container-runtime-endpoint"] = cfg.runtime.cri_socket
-    line = " ".join(f"--{k}={args[k]}" for k in sorted(args))
-    return f'KUBELET_KUBEADM_ARGS="{line}"\n'.encode()
+    return kubeadm_flags_env(args)
 
 
 def node_artifacts(cfg: ClusterConfig, host: Host) -> list[Artifact]:
     facts = cfg.version.facts
     sandbox = f"{cfg.image_repository}/pause:{facts.pause_tag}"
     out = [
-        Artifact(f"{KUBELET_DIR}/config.yaml",
-                 yaml.safe_dump(kubelet_node_config(cfg), sort_keys=True, default_flow_style=False).encode(), 0o644),
-        Artifact(f"{KUBELET_DIR}/kubeadm-flags.env", kubeadm_flags(cfg, host), 0o644),
+        kubelet_config_file(kubelet_node_config(cfg)),
+        kubeadm_flags(cfg, host),
         Artifact("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
                  render_template("10-kubeadm.conf.j2", kubelet_path=KUBELET_BINARY), 0o644),
         Artifact("/etc/containerd/config.toml",
@@ -77,7 +92,5 @@ def node_artifacts(cfg: ClusterConfig, host: Host) -> list[Artifact]:
         Artifact("/etc/modules-load.d/kubernetes.conf", render_template("modules-kubernetes.conf.j2"), 0o644),
     ]
     if facts.node_local_cri_socket:
-        # Written verbatim as kubeadm's WriteInstanceConfigToDisk does (Go %q quoting).
-        out.append(Artifact(f"{KUBELET_DIR}/instance-config.yaml",
-                            f'containerRuntimeEndpoint: "{cfg.runtime.cri_socket}"\n'.encode(), 0o644))
+        out.append(instance_config(cfg.runtime.cri_socket))
     return out
