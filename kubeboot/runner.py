@@ -114,9 +114,7 @@ def combine(errors: Mapping[str, BaseException], phase: str) -> KubebootError:
     if len(kinds) == 1:
         (kind,) = kinds
         if issubclass(kind, KubebootError) and kind not in (KubebootError, ConfigError):
-            err: KubebootError = kind.__new__(kind)
-            KubebootError.__init__(err, text, hint=hint)
-            return err
+            return kind(text, hint=hint)
     return HostsFailedError(text, hint=hint)
 
 
@@ -146,10 +144,6 @@ class Runner:
     # --- connections and facts ------------------------------------------------------------------
 
     def _transport(self, host: Host) -> Transport:
-        if host.name not in self.transports:
-            targets = ssh_targets(self.cfg, self.connect_opts)
-            for name, target in targets.items():
-                self.transports.setdefault(name, SSHTransport(target, trace=self.trace))
         return self.transports[host.name]
 
     def gather(self, hosts: Sequence[Host]) -> None:
@@ -161,8 +155,9 @@ class Runner:
             res = self._transport(h).run(gather_script(paths), display="gather facts", timeout=120)
             self.facts[h.name] = parse_facts(res.stdout)
 
-        if not self.transports:
-            ssh_targets(self.cfg, self.connect_opts)  # input errors first, before any connection
+        if not self.transports:  # input errors (key files, sudo password variables) before any connection
+            for name, target in ssh_targets(self.cfg, self.connect_opts).items():
+                self.transports[name] = SSHTransport(target, trace=self.trace)
         errors = parallel(list(hosts), one, self.connect_opts.concurrency)
         if errors:
             raise combine({hosts[i].name: e for i, e in errors.items()}, "connect")
@@ -254,7 +249,8 @@ class Runner:
                           self.connect_opts.concurrency)
         ran_commands = [name for name, acts in items if any(isinstance(a, RunCommand) for a in acts)]
         if ran_commands:  # commands change what facts describe (swap, modules, packages): look again
-            ok = [by_name[n] for n in ran_commands if not any(items[i][0] == n for i in errors)]
+            failed = {items[i][0] for i in errors}
+            ok = [by_name[n] for n in ran_commands if n not in failed]
             if ok:
                 self.gather(ok)
         result.changes += count

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from kubeboot.config.model import APISERVER_BIND_PORT, Host
 from kubeboot.phases.base import Finding, PhaseContext
+from kubeboot.phases.prepare import missing_ports
 from kubeboot.plan.facts import OPTIONAL_BINARIES, REQUIRED_BINARIES, HostFacts
 
 CLOCK_SKEW_LIMIT = 30.0  # seconds; etcd leases and certificate NotBefore tolerate little more
@@ -120,8 +121,6 @@ def check_selinux_firewall(ctx: PhaseContext, host: Host, f: HostFacts) -> list[
     if f.selinux == "enforcing":
         out.append(_fixable(ctx, "prepare", "SELinux", host, "SELinux is enforcing"))
     if f.services.get("firewalld") == "active" or f.ufw_active:
-        from kubeboot.phases.prepare import missing_ports
-
         which = "firewalld" if f.services.get("firewalld") == "active" else "ufw"
         closed = missing_ports(ctx, host)
         if closed:

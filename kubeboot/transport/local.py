@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import subprocess
@@ -50,8 +51,6 @@ class LocalTransport:
             return None
         except PermissionError:
             res = self.run(f"base64 {shlex.quote(path)}", display=f"read {path}")
-            import base64
-
             return base64.b64decode(res.stdout)
 
     def close(self) -> None:
