@@ -58,6 +58,11 @@ class Cluster:
         assert res.returncode == 0, f"kubeboot {' '.join(args)} -> {res.returncode}\n{res.stderr}\n{self.cp1.logs()}"
         return res
 
+    def upload_certs(self) -> str:
+        """`kubeboot init phase upload-certs` with cp1's admin.conf and PKI; returns the printed key."""
+        return self.ok("init", "phase", "upload-certs", "--upload-certs", "--kubeconfig", self.conf("admin.conf"),
+                       "--cert-dir", str(self.tree.path("cp1", "/etc/kubernetes/pki"))).stdout.strip()
+
     def kubectl(self, *args: str) -> str:
         res = self.cp1.kubectl(*args, kubeconfig="admin.conf")
         assert res.returncode == 0, res.stderr
@@ -81,6 +86,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             c.ok("init", "phase", "upload-config", "--kubeconfig", c.conf("admin.conf"), "-i",
                  str(tmp / "inventory.yaml"))
             yield c
+
+
+def nothing_written(root: Path) -> bool:
+    return not root.exists() or not any(root.rglob("*"))
 
 
 def _join_command(c: Cluster) -> tuple[str, str]:
@@ -149,7 +158,7 @@ def test_bad_join_inputs_fail_with_their_own_exit_code_and_write_nothing(cluster
     res = cluster.kubeboot(*argv)
     assert (res.returncode, expected[1] in res.stderr) == (expected[0], True), res.stderr
     assert secret not in res.stderr + res.stdout
-    assert not root.exists() or not any(root.rglob("*"))
+    assert nothing_written(root)
 
 
 def test_worker_tls_bootstrap_csr_is_approved_and_signed(cluster: Cluster, tmp_path: Path) -> None:
@@ -281,8 +290,7 @@ controlPlaneEndpoint: {EP}
 
 
 def test_wrong_certificate_key_is_refused_before_anything_is_written(cluster: Cluster) -> None:
-    cluster.ok("init", "phase", "upload-certs", "--upload-certs", "--kubeconfig", cluster.conf("admin.conf"),
-               "--cert-dir", str(cluster.tree.path("cp1", "/etc/kubernetes/pki")))
+    cluster.upload_certs()
     token, pin = _join_command(cluster)
     wrong = cluster.ok("certs", "certificate-key").stdout.strip()
     root = cluster.tmp / "cp-wrong-key"
@@ -291,7 +299,7 @@ def test_wrong_certificate_key_is_refused_before_anything_is_written(cluster: Cl
                            "--rootfs", str(root))
     assert res.returncode == 16 and "wrong key or the certificates expired" in res.stderr, res.stderr
     assert "kubeboot init phase upload-certs --upload-certs" in res.stderr
-    assert not root.exists() or not any(root.rglob("*"))
+    assert nothing_written(root)
 
 
 def test_deleted_token_is_rejected_and_unsafe_discovery_warns(cluster: Cluster) -> None:
@@ -313,8 +321,7 @@ def test_deleted_token_is_rejected_and_unsafe_discovery_warns(cluster: Cluster) 
 
 
 def test_expired_or_deleted_kubeadm_certs_exit_15_and_write_nothing(cluster: Cluster) -> None:
-    key = cluster.ok("init", "phase", "upload-certs", "--upload-certs", "--kubeconfig", cluster.conf("admin.conf"),
-                     "--cert-dir", str(cluster.tree.path("cp1", "/etc/kubernetes/pki"))).stdout.strip()
+    key = cluster.upload_certs()
     # what the garbage collector does when the 2-hour proxy token expires
     cluster.kubectl("delete", "secret", "-n", "kube-system", "kubeadm-certs")
     token, pin = _join_command(cluster)
@@ -324,7 +331,7 @@ def test_expired_or_deleted_kubeadm_certs_exit_15_and_write_nothing(cluster: Clu
                            "--rootfs", str(root))
     assert res.returncode == 15 and "kubeadm-certs Secret is gone" in res.stderr, res.stderr
     assert "upload-certs --upload-certs" in res.stderr
-    assert not root.exists() or not any(root.rglob("*"))
+    assert nothing_written(root)
 
 
 
@@ -390,8 +397,7 @@ def test_the_real_kubelet_completes_tls_bootstrap_with_the_joined_files(cluster:
 
 # Last: it grows etcd to two members (and shrinks it back afterwards).
 def test_control_plane_join_adds_an_etcd_learner_promotes_it_and_serves_its_own_cert(cluster: Cluster) -> None:
-    key = cluster.ok("init", "phase", "upload-certs", "--upload-certs", "--kubeconfig", cluster.conf("admin.conf"),
-                     "--cert-dir", str(cluster.tree.path("cp1", "/etc/kubernetes/pki"))).stdout.strip()
+    key = cluster.upload_certs()
     token, pin = _join_command(cluster)
     root = cluster.tree.root / "cp2"  # the StaticPodRunner reads <tree>/<host>/etc/kubernetes
     # the kubelet's part: start etcd as soon as the join writes its manifest (the join waits to promote it)
