@@ -9,7 +9,7 @@ import paramiko
 from fabric import Config, Connection
 
 if TYPE_CHECKING:
-    from .lab import Host, Lab
+    from .common import BaseHost, LabClient
 
 
 class LabConnection(Connection):  # type: ignore[misc]  # fabric ships no type information
@@ -25,7 +25,7 @@ class LabConnection(Connection):  # type: ignore[misc]  # fabric ships no type i
 
 
 def make_connection(
-    lab: Lab, host: Host, user: str, sudo_password: str | None, connect_timeout: float, via: str
+    lab: LabClient, host: BaseHost, user: str, sudo_password: str | None, connect_timeout: float, via: str
 ) -> LabConnection:
     overrides: dict[str, Any] = {"run": {"in_stream": False}, "load_ssh_configs": False}
     if sudo_password is not None:

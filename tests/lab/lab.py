@@ -12,46 +12,58 @@ See ``tests/lab/README.md`` for the layout.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import shlex
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from .fabric_conn import LabConnection
+from .common import (  # noqa: F401  (re-exported: tests and aptrepo import them from here)
+    CLONE_NEWNET,
+    GATEWAY,
+    KBUSER,
+    KBUSER_PASSWORD,
+    MAX_HOSTS,
+    NOSUDO_PASSWORD,
+    NOSUDO_USER,
+    PASSWORD_HASHES,
+    PREFIX_LEN,
+    SAFE_ENV,
+    SSH_PORT,
+    SUBNET,
+    USER_IDS,
+    BaseHost,
+    LabClient,
+    LabError,
+    host_address,
+    lab_netns_names,
+    netns_pids,
+    netns_socket,
+    valid_lab_name,
+)
+from .common import alive as _alive
+from .common import all_pids as _all_pids
+from .common import ancestors as _ancestors  # noqa: F401
+from .common import gen_ed25519 as _gen_ed25519
+from .common import ip_batch as _ip_batch
+from .common import link_inode as _link_inode
+from .common import mkdir as _mkdir
+from .common import ns_inode as _ns_inode
+from .common import run as _run
+from .common import write as _write
 
 LAB_DIR_PREFIX = "/tmp/kubeboot-lab-"
 NETNS_PREFIX = "kbl-"
-SUBNET = "10.200.0"
-PREFIX_LEN = 24
-GATEWAY = f"{SUBNET}.1"
-SSH_PORT = 22
-MAX_HOSTS = 200
-
-#: A non-root user with password sudo on every host.
-KBUSER = "kbuser"
-KBUSER_PASSWORD = "kbpass"
-#: A non-root user without any sudo rights on every host.
-NOSUDO_USER = "nosudo"
-NOSUDO_PASSWORD = "nopass"
-_PASSWORD_HASHES = {  # openssl passwd -6 -salt kubebootlab <password>
-    KBUSER: "$6$kubebootlab$jDXoX9A8OHJQsK0SDaXuDNmoe8NVU5459cDBQFZrhyjSe/m3lDlRip8BMpNuY8Gi2laNJ7Fd2TBNDxOKxC9Rg1",
-    NOSUDO_USER: "$6$kubebootlab$zn9lkJQsxsh.87ikwG5FALaf4EOsHjozXTORB1m2g1AaFKhFAgk3lG4OKRCW2nb4E2g8Q.zql9u9.8bXZAv3I1",
-}
-_USER_IDS = {KBUSER: 2001, NOSUDO_USER: 2002}
+_PASSWORD_HASHES = PASSWORD_HASHES
+_USER_IDS = USER_IDS
 
 #: Directories every host has privately (bind mounts of ``<lab>/hosts/<h>/<key>``).
 PRIVATE_DIRS = (
@@ -74,18 +86,7 @@ FULL_OVERLAYS = ("/usr", "/opt", "/srv", "/var/cache", "/var/spool", "/var/mail"
 HARNESS_MOUNT = "/run/kubeboot-lab"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
-SAFE_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/root",
-    "LANG": "C.UTF-8",
-    "TERM": "dumb",
-}
-CLONE_NEWNET = 0x40000000
 HOSTINIT = Path(__file__).with_name("_hostinit.py")
-
-
-class LabError(RuntimeError):
-    """The lab could not be started, reached or changed."""
 
 
 def key_of(path: str) -> str:
@@ -94,17 +95,9 @@ def key_of(path: str) -> str:
 
 
 @dataclass
-class Host:
-    name: str
-    index: int
-    address: str
-    netns: str
-    root: str
-    port: int = SSH_PORT
-    init_pid: int = 0
-    launcher_pid: int = 0
-    machine_id: str = ""
-    host_key: str = ""
+class Host(BaseHost):
+    """A light host (namespaces + sshd under a Python init)."""
+
     masked_dirs: list[str] = field(default_factory=list)
 
     def dir(self, path: str) -> Path:
@@ -126,92 +119,6 @@ class Host:
 # low-level helpers
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def netns_socket(netns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """A socket that belongs to network namespace ``netns`` (created by a short-lived thread that
-    setns()-es into it; the socket keeps its namespace, the calling thread never moves)."""
-    result: dict[str, Any] = {}
-
-    def worker() -> None:
-        try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result["sock"] = socket.socket(family, kind)
-        except BaseException as e:  # handed to the caller
-            result["err"] = e
-
-    t = threading.Thread(target=worker, name=f"netns-{netns}", daemon=True)
-    t.start()
-    t.join()
-    if "err" in result:
-        raise result["err"]
-    sock: socket.socket = result["sock"]
-    return sock
-
-
-def _run(argv: Sequence[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(list(argv), input=input, capture_output=True, text=True, env=SAFE_ENV, check=False)
-    if check and p.returncode != 0:
-        raise LabError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
-    return p
-
-
-def _ip_batch(lines: Iterable[str], netns: str | None = None, force: bool = False) -> None:
-    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
-    script = "".join(line + "\n" for line in lines)
-    if script:
-        _run(argv, input=script, check=not force)
-
-
-def _ns_inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def _link_inode(pid: int, ns: str) -> int | None:
-    try:
-        link = os.readlink(f"/proc/{pid}/ns/{ns}")  # e.g. "net:[4026532281]"
-    except OSError:
-        return None
-    return int(link[link.index("[") + 1 : -1])
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _ancestors() -> set[int]:
-    pids = set()
-    pid = os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            break
-    return pids
-
-
-def _all_pids() -> list[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
 def _cgroup_mounts() -> list[dict[str, str]]:
     """The machine's cgroup mounts, to be recreated inside hosts (pitfall: fresh sysfs)."""
     for src in ("/proc/1/mountinfo", "/proc/self/mountinfo"):
@@ -231,41 +138,6 @@ def _cgroup_mounts() -> list[dict[str, str]]:
         if out:
             return out
     return []
-
-
-def _gen_ed25519(comment: str) -> tuple[bytes, str]:
-    """(OpenSSH private key, public key line)."""
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    except ImportError:  # pragma: no cover - cryptography comes with paramiko/fabric
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", f"{d}/k"])
-            return Path(f"{d}/k").read_bytes(), Path(f"{d}/k.pub").read_text().strip()
-    key = Ed25519PrivateKey.generate()
-    priv = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return priv, f"{pub.decode()} {comment}"
-
-
-def _write(path: Path, data: str | bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode()
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    os.chown(path, uid, gid)
-
-
-def _mkdir(path: Path, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, mode)
-    os.chown(path, uid, gid)
-    return path
 
 
 def _copy_dir_skeleton(src: Path, dst: Path) -> None:
@@ -306,7 +178,7 @@ def prerequisites() -> list[str]:
 # the lab
 
 
-class Lab:
+class Lab(LabClient):
     """N hosts ``h1..hN`` = ``10.200.0.11..`` behind the controller namespace.
 
     ``with Lab("demo", 5) as lab: ...`` starts and always tears down.  ``Lab.attach(name)``
@@ -316,7 +188,7 @@ class Lab:
     def __init__(
         self, name: str = "default", n: int = 5, overlay: bool = False, ephemeral: bool = False, tmpfs: bool = True
     ) -> None:
-        if not name or not all(c.isalnum() or c in "-_" for c in name) or len(name) > 40:
+        if not valid_lab_name(name):
             raise ValueError("lab name: 1-40 characters of [A-Za-z0-9_-]")
         if not 1 <= n <= MAX_HOSTS:
             raise ValueError(f"1 <= n <= {MAX_HOSTS}")
@@ -338,27 +210,11 @@ class Lab:
     def state_path(self) -> Path:
         return self.dir / "lab.json"
 
-    @property
-    def key_path(self) -> Path:
-        """Workstation-side private key, authorised for root, kbuser and nosudo on every host."""
-        return self.dir / "keys" / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
-
-    @property
-    def ssh_config(self) -> Path:
-        return self.dir / "ssh_config"
-
-    def host(self, ref: str | int | Host) -> Host:
+    def host(self, ref: str | int | BaseHost) -> Host:
         """A host by object, name (``"h2"``), address or 1-based index."""
-        if isinstance(ref, Host):
-            return ref
-        for h in self.hosts:
-            if ref in (h.name, h.address, h.index):
-                return h
-        raise KeyError(f"no host {ref!r} in lab {self.name}")
+        h = super().host(ref)
+        assert isinstance(h, Host)
+        return h
 
     # -- state -----------------------------------------------------------------------------
     def _save(self) -> None:
@@ -435,7 +291,7 @@ class Lab:
             Host(
                 name=f"h{i}",
                 index=i,
-                address=f"{SUBNET}.{10 + i}",
+                address=host_address(i),
                 netns=f"{NETNS_PREFIX}{self.name}-h{i}",
                 root=str(self.dir / "hosts" / f"h{i}"),
             )
@@ -443,10 +299,7 @@ class Lab:
         ]
         self._save()  # early, so that `down` finds whatever a crash leaves behind
         self._make_network()
-        _mkdir(self.key_path.parent, 0o700)
-        priv, pub = _gen_ed25519(f"kubeboot-lab-{self.name}")
-        _write(self.key_path, priv, 0o600)
-        _write(self.key_path.with_suffix(".pub"), pub + "\n", 0o644)
+        pub = self._make_key()
         cgroups = _cgroup_mounts()
         etc_hosts = self._etc_hosts()
         for h in self.hosts:
@@ -459,37 +312,6 @@ class Lab:
         deadline = time.monotonic() + timeout
         for h in self.hosts:
             self.wait_for_ssh(h, max(0.1, deadline - time.monotonic()))
-
-    def _make_network(self) -> None:
-        _ip_batch([f"netns add {self.ctl_netns}"] + [f"netns add {h.netns}" for h in self.hosts])
-        ctl = [
-            "link set lo up",
-            "link add br0 type bridge",
-            f"addr add {GATEWAY}/{PREFIX_LEN} dev br0",
-            "link set br0 up",
-        ]
-        # veth pairs are created directly in their namespaces: nothing ever appears in the root ns
-        _ip_batch(
-            f"link add veth-{h.name} netns {self.ctl_netns} type veth peer name eth0 netns {h.netns}"
-            for h in self.hosts
-        )
-        ctl += [f"link set veth-{h.name} master br0 up" for h in self.hosts]
-        _ip_batch(ctl, self.ctl_netns)
-        for h in self.hosts:
-            _ip_batch(
-                [
-                    "link set lo up",
-                    f"addr add {h.address}/{PREFIX_LEN} dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {GATEWAY}",
-                ],
-                h.netns,
-            )
-
-    def _etc_hosts(self) -> str:
-        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", f"{GATEWAY}\tworkstation"]
-        lines += [f"{h.address}\t{h.name}" for h in self.hosts]
-        return "\n".join(lines) + "\n"
 
     def _prepare_host(self, h: Host, workstation_pub: str, etc_hosts: str, cgroups: list[dict[str, str]]) -> None:
         root = _mkdir(Path(h.root), 0o755)
@@ -619,105 +441,6 @@ class Lab:
                     raise LabError(f"{h.name}: no init process after {timeout}s")
                 time.sleep(0.005)
 
-    def _write_client_files(self) -> None:
-        _write(self.known_hosts, "".join(f"{h.name},{h.address} {h.host_key}\n" for h in self.hosts))
-        lines = [f"# generated by tests.lab for lab {self.name}; use: ssh -F {self.ssh_config} h1", ""]
-        for h in self.hosts:
-            lines += [f"Host {h.name}", f"    HostName {h.address}", ""]
-        lines += [
-            "Host " + " ".join(f"{h.name} {h.address}" for h in self.hosts),
-            "    User root",
-            f"    Port {SSH_PORT}",
-            f"    IdentityFile {self.key_path}",
-            "    IdentitiesOnly yes",
-            f"    UserKnownHostsFile {self.known_hosts}",
-            "    GlobalKnownHostsFile /dev/null",
-            "    StrictHostKeyChecking yes",
-            "    BatchMode yes",
-            "    ConnectTimeout 5",
-            "    LogLevel ERROR",
-            f"    ProxyCommand {self.proxy_command()}",
-            "",
-        ]
-        _write(self.ssh_config, "\n".join(lines))
-
-    # -- reaching the hosts ------------------------------------------------------------------
-    def proxy_command(self, host: str | int | Host | None = None, port: int = SSH_PORT) -> str:
-        """ProxyCommand through the controller namespace (needs netcat-openbsd).  Without a host:
-        the ``%h %p`` template for ssh_config; with one: a ready string for fabric's ``gateway=``."""
-        if host is None:
-            return f"ip netns exec {self.ctl_netns} nc %h %p"
-        return f"ip netns exec {self.ctl_netns} nc {self.host(host).address} {port}"
-
-    def sock_for(self, host: str | int | Host, port: int = SSH_PORT, timeout: float = 5.0) -> socket.socket:
-        """A TCP socket from the workstation (controller netns) connected to ``host:port``, with
-        TCP_NODELAY (paramiko commands: ~15 ms instead of ~48 ms).  Pass it as fabric/paramiko
-        ``sock=``."""
-        h = self.host(host)
-        s = netns_socket(self.ctl_netns)
-        try:
-            s.settimeout(timeout)
-            s.connect((h.address, port))
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.settimeout(None)
-        except BaseException:
-            s.close()
-            raise
-        return s
-
-    def connection(
-        self,
-        host: str | int | Host,
-        user: str = "root",
-        sudo_password: str | None = None,
-        connect_timeout: float = 10.0,
-        via: str = "sock",
-    ) -> LabConnection:
-        """A fabric Connection with strict host-key checking against the lab's known_hosts.
-
-        ``via="sock"`` (default) connects through :meth:`sock_for` on every ``open()``;
-        ``via="proxy"`` uses the ProxyCommand gateway.  ``sudo_password`` defaults to kbuser's /
-        nosudo's password for those users.  ``run.in_stream`` is False (pitfall: sudo + no stdin)."""
-        from .fabric_conn import make_connection
-
-        if sudo_password is None:
-            sudo_password = {KBUSER: KBUSER_PASSWORD, NOSUDO_USER: NOSUDO_PASSWORD}.get(user)
-        return make_connection(self, self.host(host), user, sudo_password, connect_timeout, via)
-
-    def wait_for_ssh(self, host: str | int | Host, timeout: float = 10.0) -> float:
-        """Poll until ``host``'s sshd sends its SSH banner; return the seconds waited."""
-        h = self.host(host)
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        last: BaseException | None = None
-        while True:
-            try:
-                with self.sock_for(h, h.port, timeout=max(0.05, min(1.0, deadline - time.monotonic()))) as s:
-                    s.settimeout(max(0.05, min(2.0, deadline - time.monotonic())))
-                    if s.recv(4) == b"SSH-":
-                        return time.monotonic() - t0
-            except OSError as e:
-                last = e
-            if h.init_pid and not _alive(h.init_pid):
-                raise LabError(f"{h.name}: host init died: {self._log_tail(h)}")
-            if time.monotonic() > deadline:
-                raise LabError(f"{h.name}: sshd not answering after {timeout}s ({last}): {self._log_tail(h)}")
-            time.sleep(0.01)
-
-    def port_open(self, host: str | int | Host, port: int, timeout: float = 0.5) -> bool:
-        try:
-            self.sock_for(host, port, timeout).close()
-            return True
-        except OSError:
-            return False
-
-    def wait_port_closed(self, host: str | int | Host, port: int = SSH_PORT, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.port_open(host, port, 0.2):
-            if time.monotonic() > deadline:
-                raise LabError(f"{self.host(host).name}:{port} still open after {timeout}s")
-            time.sleep(0.01)
-
     def run_in(
         self,
         host: str | int | Host,
@@ -779,13 +502,6 @@ class Lab:
             if _link_inode(pid, "pid") == pidns:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-
-    def disconnect(self, host: str | int | Host) -> None:
-        """Unplug the host's cable (bridge port down): packets are dropped, connections time out."""
-        _ip_batch([f"link set veth-{self.host(host).name} down"], self.ctl_netns)
-
-    def reconnect(self, host: str | int | Host) -> None:
-        _ip_batch([f"link set veth-{self.host(host).name} up"], self.ctl_netns)
 
     def set_hostname(self, host: str | int | Host, hostname: str) -> None:
         """Change the host's hostname (kernel UTS name and /etc/hostname), e.g. to duplicate another's."""
@@ -921,8 +637,8 @@ class Lab:
         except OSError:
             return ""
 
-    @staticmethod
-    def _log_tail(h: Host, n: int = 15) -> str:
+    def _log_tail(self, h: BaseHost, n: int = 15) -> str:
+        assert isinstance(h, Host)
         try:
             return " | ".join(h.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
@@ -953,13 +669,10 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
 def _lab_pids(name: str, hosts: Sequence[Host]) -> list[int]:
     netns_inodes = set()
-    prefix = f"{NETNS_PREFIX}{name}-"
-    with contextlib.suppress(FileNotFoundError):
-        for ns in os.listdir("/run/netns"):
-            if ns.startswith(prefix) and (ns == f"{prefix}ctl" or ns[len(prefix) :].lstrip("h").isdigit()):
-                ino = _ns_inode(f"/run/netns/{ns}")
-                if ino is not None:
-                    netns_inodes.add(ino)
+    for ns in lab_netns_names(f"{NETNS_PREFIX}{name}-"):
+        ino = _ns_inode(f"/run/netns/{ns}")
+        if ino is not None:
+            netns_inodes.add(ino)
     pidns_inodes = set()
     for h in hosts:
         # guard against PID reuse: the recorded init must still sit in the lab's netns
@@ -969,17 +682,7 @@ def _lab_pids(name: str, hosts: Sequence[Host]) -> list[int]:
             for i in (ino, pid_ino):
                 if i is not None:
                     pidns_inodes.add(i)
-    if not netns_inodes and not pidns_inodes:
-        return []
-    mine = _ancestors()
-    found = []
-    for pid in _all_pids():
-        if pid in mine:
-            continue
-        if _link_inode(pid, "net") in netns_inodes or _link_inode(pid, "pid") in pidns_inodes:
-            if _alive(pid):
-                found.append(pid)
-    return found
+    return netns_pids(netns_inodes, pidns_inodes)
 
 
 def teardown(name: str, hosts: Sequence[Host] = (), timeout: float = 10.0) -> list[int]:
@@ -1008,11 +711,7 @@ def teardown(name: str, hosts: Sequence[Host] = (), timeout: float = 10.0) -> li
         if time.monotonic() > deadline:
             raise LabError(f"lab {name}: processes survive SIGKILL: {pids}")
         time.sleep(0.01)
-    prefix = f"{NETNS_PREFIX}{name}-"
-    with contextlib.suppress(FileNotFoundError):
-        names = [ns for ns in os.listdir("/run/netns") if ns.startswith(prefix)]
-        names = [ns for ns in names if ns == f"{prefix}ctl" or ns[len(prefix) :].lstrip("h").isdigit()]
-        _ip_batch([f"netns del {ns}" for ns in names], force=True)
+    _ip_batch([f"netns del {ns}" for ns in lab_netns_names(f"{NETNS_PREFIX}{name}-")], force=True)
     lab_dir = Path(f"{LAB_DIR_PREFIX}{name}")
     while os.path.ismount(lab_dir):  # the lab's tmpfs (lazy: a stray shell may still sit in it)
         _run(["umount", "-l", str(lab_dir)])
