@@ -138,6 +138,10 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
         click.option("--disable-firewall", is_flag=True, help="Disable firewalld/ufw instead of opening ports."),
         click.option("--offline-packages", type=click.Path(path_type=Path, file_okay=False),
                      help="Install containerd/kubelet/kubectl from the .deb/.rpm files in this directory."),
+        click.option("--images", "images", type=click.Path(path_type=Path, file_okay=False),
+                     help="Import the image archives (OCI layout or docker-save .tar) in this directory into every "
+                          "node's containerd, only where an image is missing (air-gapped installs). "
+                          "Overrides spec.images.archiveDir."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -146,7 +150,8 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
 
 def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[str, ...], skip_phases: str | None,
            ignore_preflight_errors: str | None, concurrency: int, known_hosts: Path, accept_new_host_keys: bool,
-           ssh_config: Path | None, disable_firewall: bool, offline_packages: Path | None) -> None:
+           ssh_config: Path | None, disable_firewall: bool, offline_packages: Path | None,
+           images: Path | None) -> None:
     from kubeboot.phases.base import RunOptions
     from kubeboot.runner import ConnectOptions, _default_ssh_config
     from kubeboot.up import UpRequest, load_offline_packages, up
@@ -158,7 +163,7 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
     )
     req = UpRequest(inventory, state_dir, tuple(only), tuple(_csv(skip_phases)), dry_run, options,
                     ConnectOptions(known_hosts.expanduser(), accept_new_host_keys,
-                                   ssh_config or _default_ssh_config(), concurrency))
+                                   ssh_config or _default_ssh_config(), concurrency), images)
     rep = output.Reporter()
     _rendered, result = up(req, rep)
     if dry_run:
@@ -166,6 +171,22 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
         rep.done(f"plan: {planned} change(s); nothing was changed" if planned else "plan: no changes")
     else:
         rep.done(f"{result.changes} change(s) applied" if result.changes else "no changes: the hosts already match")
+
+
+@main.group()
+def images() -> None:
+    """Container images the cluster needs (kubeadm's `config images list`)."""
+
+
+@images.command("list")
+@_inventory
+def images_list(inventory: Path) -> None:
+    """Print every image the inventory's Kubernetes version needs, honouring spec.imageRepository."""
+    from kubeboot.offline import load_inventory
+    from kubeboot.render.images import required_images
+
+    for ref in required_images(load_inventory(inventory)):
+        output.result(ref)
 
 
 @main.command()

@@ -108,3 +108,9 @@ class CertsUnavailableError(JoinError):
 
 class CertificateKeyError(JoinError):
     exit_code = 16
+
+
+class ImageArchiveError(KubebootError):
+    """A supplied image archive is unreadable or not an image archive (named, before any host is touched)."""
+
+    exit_code = 17

@@ -29,7 +29,7 @@ from kubeboot.errors import (
 from kubeboot.phases.base import Phase, PhaseContext, RunOptions, Selected, select
 from kubeboot.phases.preflight import run_checks
 from kubeboot.phases.runtime import OFFLINE_DIR
-from kubeboot.plan.actions import Action, RunCommand, WriteFile, compare_file
+from kubeboot.plan.actions import Action, RunCommand, UploadFile, WriteFile, compare_file
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import FileState, HostFacts, gather_script, parse_facts
 from kubeboot.transport.base import Transport
@@ -198,6 +198,9 @@ class Runner:
                 t.put(a.path, a.content, a.mode, a.owner, a.group)
                 files[a.path] = FileState(a.digest, a.mode, a.owner, a.group)
                 self.rep.info(path, host.name, f"wrote {a.describe()}: {act.reason}")
+            elif isinstance(act, UploadFile):
+                t.put_file(act.path, act.local, act.mode)
+                self.rep.info(path, host.name, f"uploaded {act.local} ({act.size} bytes): {act.reason}")
             else:
                 t.run(act.command, display=act.display, timeout=act.timeout)
                 self.rep.info(path, host.name, f"ran `{act.display or act.command}`: {act.why}")
@@ -247,7 +250,7 @@ class Runner:
         items = list(plans.items())
         errors = parallel(items, lambda item: self._apply(by_name[item[0]], item[1], sel.path),
                           self.connect_opts.concurrency)
-        ran_commands = [name for name, acts in items if any(isinstance(a, RunCommand) for a in acts)]
+        ran_commands = [name for name, acts in items if any(isinstance(a, (RunCommand, UploadFile)) for a in acts)]
         if ran_commands:  # commands change what facts describe (swap, modules, packages): look again
             failed = {items[i][0] for i in errors}
             ok = [by_name[n] for n in ran_commands if n not in failed]

@@ -59,8 +59,10 @@ _SPEC_KEYS = {
     "imageRepository",
     "clusterName",
     "packages",
+    "images",
 }
 _PACKAGES_KEYS = {"aptRepository", "rpmRepository"}
+_IMAGES_KEYS = {"archiveDir"}
 _NETWORKING_KEYS = {"podSubnet", "serviceSubnet", "dnsDomain", "nodeCIDRMaskSize"}
 _LB_KEYS = {"mode"}
 _CERT_KEYS = {"keyAlgorithm", "apiServerCertSANs", "validityDays", "caValidityDays"}
@@ -275,6 +277,10 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
     if not re.match(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$", image_repository):
         p.error("spec.imageRepository", f"not an image repository: {image_repository!r}")
     packages = _parse_packages(spec, p)
+    images = _mapping(spec.get("images"), "spec.images", p, _IMAGES_KEYS)
+    image_archive_dir = _string(images, "archiveDir", "spec.images", p) if images is not None else None
+    if image_archive_dir == "":
+        p.error("spec.images.archiveDir", "must name a directory of image archives (.tar)")
     cluster_name = _string(spec, "clusterName", "spec", p, default="kubernetes") or "kubernetes"
     if not _DNS1123_SUBDOMAIN.match(cluster_name):
         p.error("spec.clusterName", f"must be a lower-case DNS-1123 subdomain, got {cluster_name!r}")
@@ -294,6 +300,7 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
         image_repository=image_repository,
         packages=packages,
         cluster_name=cluster_name,
+        image_archive_dir=image_archive_dir or None,
     )
 
 

@@ -6,9 +6,10 @@ Built only by config.load.parse_inventory, which validates the raw YAML first.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from kubeboot.config.versions import KubernetesVersion
 
@@ -118,8 +119,51 @@ class Certificates:
 
 @dataclass(frozen=True)
 class ContainerRuntime:
-    cgroup_driver: CgroupDriver = "systemd"
+    cgroup_driver: CgroupDriver = "systemd"  # also the kubelet's cgroupDriver: the two must always agree
     cri_socket: str = "unix:///var/run/containerd/containerd.sock"
+    # containerd CRI restrict_oom_score_adj: needed where the runtime lacks CAP_SYS_RESOURCE (rootless, user
+    # namespaces, some nested containers), or runc fails every sandbox trying to lower oom_score_adj.
+    restrict_oom_score_adj: bool = False
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One kubeadm v1beta4 `extraArgs` entry: rendered `--name=value`; a name may repeat."""
+
+    name: str
+    value: str
+
+
+HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
+                   "BlockDevice")
+
+
+@dataclass(frozen=True)
+class HostPathMount:
+    """One kubeadm v1beta4 `extraVolumes` entry: a hostPath volume and its mount in the component's container."""
+
+    name: str
+    host_path: str
+    mount_path: str
+    read_only: bool = False
+    path_type: str = ""  # a HOST_PATH_TYPES value; "" = no check (kubeadm writes `type: ""` then)
+
+
+@dataclass(frozen=True)
+class ComponentExtras:
+    """User additions to one static-pod component (kubeadm ClusterConfiguration apiServer/controllerManager/
+    scheduler, etcd.local). etcd has no extraVolumes in kubeadm v1beta4, so it never has any here."""
+
+    extra_args: tuple[Arg, ...] = ()
+    extra_volumes: tuple[HostPathMount, ...] = ()
+
+
+@dataclass(frozen=True)
+class ControlPlaneExtras:
+    api_server: ComponentExtras = ComponentExtras()
+    controller_manager: ComponentExtras = ComponentExtras()
+    scheduler: ComponentExtras = ComponentExtras()
+    etcd: ComponentExtras = ComponentExtras()
 
 
 @dataclass(frozen=True)
@@ -144,6 +188,7 @@ class ClusterConfig:
     image_repository: str = "registry.k8s.io"
     packages: Packages = Packages()
     cluster_name: str = "kubernetes"  # kubeadm ClusterConfiguration.clusterName (kubeconfig cluster name)
+    image_archive_dir: str | None = None  # image archives to import into containerd (relative to the inventory)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

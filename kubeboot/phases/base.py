@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from kubeboot.config.model import ClusterConfig, Host, Role
 from kubeboot.plan.actions import Action
+from kubeboot.plan.archives import ImageArchive
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import HostFacts
 
@@ -20,6 +21,8 @@ class RunOptions:
     phases_in_run: frozenset[str] = frozenset()  # top-level phase names this run executes
     # Packages the user supplied (--offline-packages DIR): (file name, bytes), installed instead of a repository.
     offline_packages: tuple[tuple[str, bytes], ...] = ()
+    # Image archives the user supplied (--images DIR / spec.images.archiveDir): (local path, what it holds).
+    image_archives: tuple[tuple[str, ImageArchive], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,13 @@ def plan_files(ctx: PhaseContext, host: Host) -> list[Action]:
     if DROP_IN in changed:
         out.append(RunCommand("systemctl daemon-reload", f"{DROP_IN} changed"))
     kubelet_changed = sorted(changed & set(KUBELET_INPUTS))
-    if kubelet_changed and f.services.get("kubelet") == "active":
+    kubelet_active = f.services.get("kubelet") == "active"
+    if kubelet_changed and kubelet_active:
         out.append(RunCommand("systemctl restart kubelet", f"{', '.join(kubelet_changed)} changed"))
+    elif not kubelet_active and host.is_node and "kubelet" in f.binaries and _has_kubelet_kubeconfig(ctx, host):
+        # kubeadm's kubelet-start: the kubelet (enabled by the runtime phase) runs the static pods, or joins with
+        # its bootstrap kubeconfig. restart, not start: a unit crash-looping without its config is "activating".
+        out.append(RunCommand("systemctl restart kubelet", "the kubelet is not running"))
     if CONTAINERD in changed and f.services.get("containerd") == "active":
         out.append(RunCommand("systemctl restart containerd", f"{CONTAINERD} changed"))
     if any(a.path == NGINX for a in ctx.artifacts.get(host.name, ())):
@@ -36,6 +41,11 @@ def plan_files(ctx: PhaseContext, host: Host) -> list[Action]:
         else:
             out.append(RunCommand("nginx -t -q && systemctl enable --now nginx", "nginx is not running"))
     return out
+
+
+def _has_kubelet_kubeconfig(ctx: PhaseContext, host: Host) -> bool:
+    paths = {a.path for a in ctx.artifacts.get(host.name, ())}
+    return bool(paths & {"/etc/kubernetes/kubelet.conf", "/etc/kubernetes/bootstrap-kubelet.conf"})
 
 
 def written_paths(actions: list[Action]) -> list[str]:

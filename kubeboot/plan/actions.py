@@ -34,7 +34,22 @@ class RunCommand:
         return f"run `{self.display or self.command}`: {self.why}"
 
 
-Action = WriteFile | RunCommand
+@dataclass(frozen=True)
+class UploadFile:
+    """A large local file (an image archive) streamed to the host as is; never held in memory."""
+
+    local: str  # path on the workstation
+    path: str  # absolute path on the host
+    size: int
+    digest: str  # "sha256:<hex>" of the file
+    reason: str
+    mode: int = 0o600
+
+    def describe(self) -> str:
+        return f"upload {self.local} -> {self.path} ({self.size} bytes, {self.digest[:19]}): {self.reason}"
+
+
+Action = WriteFile | RunCommand | UploadFile
 
 
 def compare_file(artifact: Artifact, observed: FileState | None, old_text: str | None = None) -> WriteFile | None:

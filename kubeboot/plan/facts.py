@@ -58,6 +58,9 @@ class HostFacts:
     ufw_active: bool = False
     fstab_swap: bool = False
     firewall_ports: frozenset[str] = frozenset()  # "6443", "2379-2380" (firewalld or ufw notation normalised)
+    # containerd's k8s.io namespace, `ctr images ls`: name -> target digest (the CRI also lists each image by its
+    # ID, `sha256:<config digest>`). Empty when containerd is not running.
+    images: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def package_manager(self) -> str | None:
@@ -101,6 +104,7 @@ m firewall-ports; command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --list
 m versions; for b in containerd kubelet kubeadm; do command -v $b >/dev/null 2>&1 && echo "$b=$($b --version 2>/dev/null | head -1)"; done; command -v kubectl >/dev/null 2>&1 && echo "kubectl=$(kubectl version --client 2>/dev/null | head -1)"
 m files; for f in {quoted}; do [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
 m dirs; for d in {dirs}; do [ -d "$d" ] && echo "$d"; done
+m images; if command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then timeout 30 ctr -n k8s.io images ls 2>/dev/null | awk 'NR>1 {{print $1, $3}}'; fi
 m end
 """
 
@@ -171,4 +175,5 @@ def parse_facts(output: str) -> HostFacts:
         firewall_ports=frozenset(p.split("/")[0].replace(":", "-") for p in s.get("firewall-ports", [])
                                  if p.endswith("/tcp")),
         fstab_swap=bool(s.get("fstab-swap")),
+        images=_kv(s.get("images", []), " "),
     )

@@ -64,6 +64,10 @@ class Transport(Protocol):
 
     def put(self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root") -> None: ...
 
+    def put_file(self, path: str, local: str, mode: int) -> None:
+        """Copy a (large) local file to the host without reading it into memory; root-owned, atomic."""
+        ...
+
     def get(self, path: str) -> bytes | None:
         """File content, or None if it does not exist."""
         ...

@@ -44,6 +44,9 @@ class LocalTransport:
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+    def put_file(self, path: str, local: str, mode: int) -> None:
+        self.run(install_script(path, mode, "root", "root", local), display=f"install {path}")
+
     def get(self, path: str) -> bytes | None:
         try:
             return Path(path).read_bytes()

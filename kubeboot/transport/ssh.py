@@ -241,6 +241,33 @@ class SSHTransport:
         self.run(install_script(path, mode, owner, group, tmp) + f" && rm -f {shlex.quote(tmp)}",
                  display=f"install {path}")
 
+    def put_file(self, path: str, local: str, mode: int) -> None:
+        """Stream a local file (raw bytes over one exec channel, `cat` as the login user into the 0700 upload
+        dir), then install it as root. For big files (image archives): no base64, never all in memory."""
+        tmp = f"{self._upload_dir()}/upload-file"
+        size = Path(local).stat().st_size
+        self._trace(f"{self.name}: put {path} from {local} ({size} bytes, mode {mode:04o})")
+        transport = self._connection().client.get_transport()
+        with self._mapped_errors(f"the upload of {path}", UPLOAD_TIMEOUT):
+            if transport is None:
+                raise OSError("no SSH transport")
+            chan = transport.open_session(timeout=CHANNEL_TIMEOUT)
+            try:
+                chan.settimeout(UPLOAD_TIMEOUT)
+                chan.exec_command(f"umask 077 && cat > {shlex.quote(tmp)}")
+                with open(local, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        chan.sendall(chunk)
+                chan.shutdown_write()
+                status = chan.recv_exit_status()
+                err = chan.recv_stderr(4096).decode(errors="replace") if chan.recv_stderr_ready() else ""
+            finally:
+                chan.close()
+        if status != 0:
+            raise RemoteCommandError(f"{self.name}: upload of {path} failed: {err.strip() or f'exit {status}'}")
+        self.run(install_script(path, mode, "root", "root", tmp) + f" && rm -f {shlex.quote(tmp)}",
+                 display=f"install {path}")
+
     def get(self, path: str) -> bytes | None:
         q = shlex.quote(path)
         res = self.run(f"if [ -e {q} ]; then base64 {q}; else echo __KUBEBOOT_ABSENT__; fi", display=f"read {path}")
