@@ -49,6 +49,34 @@ def _livez(url: str) -> bool:
         return False
 
 
+def restart_kubelet() -> str:
+    """kubeadm's kubelet-start on the node itself: reload units (the drop-in may be new) and restart the kubelet
+    so it reads the files just written. Returns what happened, for the progress line; without systemd the
+    kubelet is the user's to start (kubeadm only warns there too)."""
+    import shutil
+    import subprocess
+
+    if not Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
+        return "no systemd here: start the kubelet yourself"
+    subprocess.run(["systemctl", "daemon-reload"], check=False, capture_output=True, timeout=60)
+    res = subprocess.run(["systemctl", "restart", "kubelet"], check=False, capture_output=True, text=True,
+                         timeout=120)
+    if res.returncode != 0:
+        raise WaitControlPlaneError(f"`systemctl restart kubelet` failed: {res.stderr.strip()}",
+                                    hint="is the kubelet package installed? (systemctl status kubelet)")
+    return "kubelet (re)started by systemd"
+
+
+def wait_for_file(path: Path, timeout: float, what: str) -> None:
+    """Poll until a file exists (the kubelet writes kubelet.conf after its TLS bootstrap), bounded."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise WaitControlPlaneError(f"{what}: {path} did not appear within {timeout:.0f}s",
+                                        hint="check the kubelet: journalctl -u kubelet")
+        time.sleep(0.5)
+
+
 def wait_live(url: str, timeout: float) -> None:
     """Poll the API server's /livez until it answers 200 (kubeadm wait-control-plane), bounded."""
     deadline = time.monotonic() + timeout
@@ -147,10 +175,7 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
 
     rep.phase_start("kubelet-start")
     if root == Path("/"):
-        import subprocess
-
-        subprocess.run(["systemctl", "restart", "kubelet"], check=False, capture_output=True)
-        rep.phase_done("kubelet-start", "kubelet (re)started; it runs the static pods")
+        rep.phase_done("kubelet-start", restart_kubelet() + "; it runs the static pods")
     else:
         rep.phase_done("kubelet-start", f"--rootfs {root}: the kubelet is not started by kubeboot")
 

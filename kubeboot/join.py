@@ -175,8 +175,17 @@ def join(req: JoinRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
             files = files[1:]  # kubeadm keeps an existing caCertPath
         files += _kubelet_files(req, _kubelet_config(api))
         _write(req, files, result)
-        rep.info("kubelet-start", req.node_name, f"wrote {len(result.written)} file(s); the kubelet now requests "
-                                                 f"its client certificate with the bootstrap token")
+        rep.info("kubelet-start", req.node_name, f"wrote {len(result.written)} file(s)")
+        if req.rootfs == Path("/"):
+            from kubeboot.initnode import WAIT_TIMEOUT, restart_kubelet, wait_for_file
+
+            rep.info("kubelet-start", req.node_name, restart_kubelet())
+            rep.phase_start("kubelet-start")
+            wait_for_file(Path("/etc/kubernetes/kubelet.conf"), WAIT_TIMEOUT, "TLS bootstrap")
+            rep.phase_done("kubelet-start", "the kubelet performed the TLS bootstrap (kubelet.conf written)")
+        else:
+            rep.info("kubelet-start", req.node_name, f"--rootfs {req.rootfs}: start the kubelet there; it requests "
+                                                     f"its client certificate with the bootstrap token")
         return result
     return _join_control_plane(req, rep, api, cc, cert_key, found.ca_pem, keygen, now, result)
 
@@ -220,8 +229,9 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
     result.etcd_member = member
     _write(req, [a for a in files if not a.path.startswith("/etc/kubernetes/")], result)
     if req.rootfs == Path("/"):
-        from kubeboot.initnode import wait_live
+        from kubeboot.initnode import restart_kubelet, wait_live
 
+        rep.info("kubelet-start", host.name, restart_kubelet())
         rep.phase_start("wait-control-plane")
         wait_live(local_api_url(host), 240.0)
         rep.phase_done("wait-control-plane", f"API server live at {local_api_url(host)}")
