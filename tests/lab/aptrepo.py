@@ -49,6 +49,9 @@ from .lab import GATEWAY, SAFE_ENV, netns_socket
 
 if TYPE_CHECKING:
     from .lab import Lab
+    from .systemd import SystemdLab
+
+    AnyLab = Lab | SystemdLab
 
 #: Debian packages the repo always carries (what kubeboot installs besides the Kubernetes ones).
 DEBIAN_PACKAGES: tuple[str, ...] = ("containerd", "runc")
@@ -632,7 +635,7 @@ class RepoServer:
             return "(no log)"
 
 
-def serve(lab: Lab, repo: Path, port: int = DEFAULT_PORT, timeout: float = 10.0) -> RepoServer:
+def serve(lab: AnyLab, repo: Path, port: int = DEFAULT_PORT, timeout: float = 10.0) -> RepoServer:
     """Serve ``repo`` over HTTP on ``10.200.0.1:port`` inside ``lab``'s controller namespace.
 
     Returns once ``GET /Release`` answers 200 (bounded poll).  The process lives in the controller
@@ -679,16 +682,17 @@ DISABLED_SOURCES = "/etc/apt/sources.disabled-by-kubeboot-lab"
 NOT_ON_A_FRESH_HOST = ("kubelet", "kubectl", "kubeadm", "containerd", "runc")
 
 
-def _require_overlay(lab: Lab, what: str) -> None:
+def _require_overlay(lab: AnyLab, what: str) -> None:
     if not lab.overlay:
         raise AptRepoError(f"{what} needs a lab with overlay=True (else dpkg would write the machine's /usr)")
 
 
-def use_as_mirror(lab: Lab, host: str, server: RepoServer) -> None:
+def use_as_mirror(lab: AnyLab, host: str, server: RepoServer) -> None:
     """Make the lab repo ``host``'s only apt source, as if it were the host's mirror: every other
     source file is moved to :data:`DISABLED_SOURCES` and :data:`LAB_SOURCES` gets
     ``server.sources_line``.  Plain ``apt-get update`` / ``apt-get install`` (kubeboot's own commands)
-    then work unchanged.  Only inside ``host`` (copy-on-write /etc); needs an overlay lab."""
+    then work unchanged.  Only inside ``host`` (copy-on-write /etc); needs an overlay lab (systemd labs
+    always are)."""
     _require_overlay(lab, "use_as_mirror")
     lab.run_in(host, ["sh", "-ec", """
         mkdir -p "$3"
@@ -699,7 +703,7 @@ def use_as_mirror(lab: Lab, host: str, server: RepoServer) -> None:
         """, "sh", LAB_SOURCES, server.sources_line, DISABLED_SOURCES])  # fmt: skip
 
 
-def remove_machine_packages(lab: Lab, host: str, names: tuple[str, ...] = NOT_ON_A_FRESH_HOST) -> list[str]:
+def remove_machine_packages(lab: AnyLab, host: str, names: tuple[str, ...] = NOT_ON_A_FRESH_HOST) -> list[str]:
     """``dpkg --purge`` those of ``names`` that ``host`` has (its overlay root starts as a copy of the
     machine's, which has containerd, runc, gcloud's kubectl ...): afterwards the host looks like a
     fresh Debian host for them.  Only inside ``host``; returns the packages removed."""
@@ -749,10 +753,13 @@ def build_or_skip(k8s_version: str = "1.37.2", dest: Path | None = None) -> Path
 
 
 @pytest.fixture(scope="module")
-def apt_repo(lab: Lab) -> Iterator[AptRepo]:
-    """The lab apt repository (built or reused) served on the module's ``lab`` at 10.200.0.1:8080."""
+def apt_repo(request: pytest.FixtureRequest) -> Iterator[AptRepo]:
+    """The lab apt repository (built or reused) served at 10.200.0.1:8080 on the module's lab: its
+    ``systemd_lab`` if the module is marked ``systemd_lab``, else its ``lab``."""
     version = "1.37.2"
     path = build_or_skip(version)
     report = last_build
-    with serve(lab, path) as server:
+    kind = "systemd_lab" if request.node.get_closest_marker("systemd_lab") else "lab"
+    the_lab: AnyLab = request.getfixturevalue(kind)
+    with serve(the_lab, path) as server:
         yield AptRepo(path, server, version, read_manifest(path), report)

@@ -26,32 +26,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import Sequence
 
-from .common import (  # noqa: F401  (re-exported: tests and aptrepo import them from here)
-    CLONE_NEWNET,
-    GATEWAY,
-    KBUSER,
-    KBUSER_PASSWORD,
-    MAX_HOSTS,
-    NOSUDO_PASSWORD,
-    NOSUDO_USER,
-    PASSWORD_HASHES,
-    PREFIX_LEN,
-    SAFE_ENV,
-    SSH_PORT,
-    SUBNET,
-    USER_IDS,
-    BaseHost,
-    LabClient,
-    LabError,
-    host_address,
-    lab_netns_names,
-    netns_pids,
-    netns_socket,
-    valid_lab_name,
-)
-from .common import alive as _alive
+# re-exported: tests, aptrepo and fixtures import these from here
+from .common import CLONE_NEWNET as CLONE_NEWNET
+from .common import GATEWAY as GATEWAY
+from .common import KBUSER as KBUSER
+from .common import KBUSER_PASSWORD as KBUSER_PASSWORD
+from .common import MAX_HOSTS as MAX_HOSTS
+from .common import NOSUDO_PASSWORD as NOSUDO_PASSWORD
+from .common import NOSUDO_USER as NOSUDO_USER
+from .common import PASSWORD_HASHES as PASSWORD_HASHES
+from .common import PREFIX_LEN as PREFIX_LEN
+from .common import SAFE_ENV as SAFE_ENV
+from .common import SSH_PORT as SSH_PORT
+from .common import SUBNET as SUBNET
+from .common import USER_IDS as USER_IDS
+from .common import BaseHost as BaseHost
+from .common import LabClient as LabClient
+from .common import LabError as LabError
+from .common import host_address as host_address
+from .common import lab_netns_names as lab_netns_names
+from .common import netns_pids as netns_pids
+from .common import netns_socket as netns_socket
+from .common import valid_lab_name as valid_lab_name
+from .common import alive
 from .common import all_pids as _all_pids
-from .common import ancestors as _ancestors  # noqa: F401
+from .common import ancestors as _ancestors
 from .common import gen_ed25519 as _gen_ed25519
 from .common import ip_batch as _ip_batch
 from .common import link_inode as _link_inode
@@ -63,6 +62,7 @@ from .common import write as _write
 LAB_DIR_PREFIX = "/tmp/kubeboot-lab-"
 NETNS_PREFIX = "kbl-"
 _PASSWORD_HASHES = PASSWORD_HASHES
+_alive = alive  # imported from here by fixtures and tests
 _USER_IDS = USER_IDS
 
 #: Directories every host has privately (bind mounts of ``<lab>/hosts/<h>/<key>``).

@@ -1,0 +1,243 @@
+"""The systemd lab hosts (tests/lab/systemd.py) do what they promise: real systemd reaching ``running``,
+SSH with strict host keys, unique identities, sudo, units, every fault helper, reboot, containerd from the
+lab apt mirror running containers under both runc cgroup drivers, and a teardown that leaves nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from .aptrepo import AptRepo, apt_repo, use_as_mirror  # noqa: F401  (fixture)
+from .common import LabError, alive
+from .fixtures import SystemdLabFactory
+from .fixtures import systemd_lab, systemd_lab_factory, systemd_lab_requirements  # noqa: F401
+from .ociimage import IMAGE, busybox_image
+from .systemd import LAB_DIR_PREFIX, SystemdLab, leftovers, teardown
+
+pytestmark = pytest.mark.systemd_lab(hosts=2)
+
+UNIT = "kbs-sleeper.service"
+UNIT_TEXT = f"""\
+[Unit]
+Description=kubeboot lab test unit
+
+[Service]
+ExecStart=/bin/sleep infinity
+Restart=always
+RestartSec=100ms
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def sh(lab: SystemdLab, host: str, script: str, user: str = "root", timeout: float = 60) -> str:
+    with lab.connection(host, user=user) as c:
+        out: str = c.run(script, hide=True, timeout=timeout).stdout
+        return out
+
+
+def test_hosts_boot_to_running_with_no_failed_units(systemd_lab: SystemdLab) -> None:
+    for h in systemd_lab.hosts:
+        assert systemd_lab.sh_in(h, "systemctl is-system-running").strip() == "running"
+        assert systemd_lab.sh_in(h, "systemctl --failed --plain --no-legend") == ""
+        assert Path(f"/proc/{systemd_lab.pid1(h)}/comm").read_text().strip() == "systemd"
+        assert systemd_lab.sh_in(h, "systemd-detect-virt", check=False).strip() == "systemd-nspawn"
+        active = systemd_lab.sh_in(h, "systemctl is-active systemd-journald dbus systemd-logind ssh").split()
+        assert active == ["active"] * 4
+
+
+def test_ssh_key_login_with_strict_host_keys(systemd_lab: SystemdLab, tmp_path: Path) -> None:
+    assert sh(systemd_lab, "h1", "hostname; id -u; systemctl is-system-running").split() == ["h1", "0", "running"]
+    # OpenSSH through the generated ssh_config (ProxyCommand into the controller netns, StrictHostKeyChecking)
+    p = subprocess.run(["ssh", "-F", str(systemd_lab.ssh_config), "h2", "hostname"], capture_output=True,
+                       text=True, timeout=30)  # fmt: skip
+    assert (p.returncode, p.stdout.strip()) == (0, "h2"), p.stderr
+    # h1 presenting h2's key: refused
+    h1, h2 = systemd_lab.hosts
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"{h1.address} {h2.host_key}\n")
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(wrong))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    with pytest.raises(paramiko.SSHException):
+        client.connect(h1.address, sock=systemd_lab.sock_for(h1), key_filename=str(systemd_lab.key_path),
+                       look_for_keys=False, allow_agent=False, timeout=10)  # fmt: skip
+    client.close()
+
+
+def test_identities_are_unique(systemd_lab: SystemdLab) -> None:
+    ids = [systemd_lab.sh_in(h, "cat /etc/machine-id").strip() for h in systemd_lab.hosts]
+    keys = [systemd_lab.sh_in(h, "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub").strip() for h in systemd_lab.hosts]
+    names = [sh(systemd_lab, h.name, "hostname").strip() for h in systemd_lab.hosts]
+    assert len(set(ids)) == len(set(keys)) == len(set(names)) == len(systemd_lab.hosts)
+    assert ids == [h.machine_id for h in systemd_lab.hosts]
+    assert keys == [h.host_key for h in systemd_lab.hosts]
+    assert names == [h.name for h in systemd_lab.hosts]
+    hosts_file = systemd_lab.sh_in("h1", "cat /etc/hosts")
+    assert all(f"{h.address}\t{h.name}" in hosts_file for h in systemd_lab.hosts)
+    assert systemd_lab.sh_in("h1", "cat /etc/resolv.conf").startswith("nameserver 127.0.0.1")
+
+
+def test_kbuser_has_password_sudo_and_nosudo_has_none(systemd_lab: SystemdLab) -> None:
+    with systemd_lab.connection("h1", user="kbuser") as c:
+        assert c.run("id -un", hide=True).stdout.strip() == "kbuser"
+        assert c.sudo("id -u", hide=True).stdout.strip() == "0"
+    with systemd_lab.connection("h1", user="nosudo") as c:
+        assert c.sudo("id -u", hide=True, warn=True).failed
+
+
+def test_enable_now_of_a_unit(systemd_lab: SystemdLab) -> None:
+    with systemd_lab.connection("h1") as c:
+        c.put(io.BytesIO(UNIT_TEXT.encode()), f"/etc/systemd/system/{UNIT}")
+        c.run(f"systemctl daemon-reload && systemctl enable --now {UNIT}", hide=True)
+        assert c.run(f"systemctl is-enabled {UNIT}", hide=True).stdout.strip() == "enabled"
+    state = systemd_lab.unit_state("h1", UNIT)
+    assert (state["ActiveState"], state["SubState"], state["NRestarts"]) == ("active", "running", "0")
+    assert int(state["MainPID"]) > 1 and state["ActiveEnterTimestamp"]
+
+
+def test_kill_main_pid_restarts_the_unit(systemd_lab: SystemdLab) -> None:
+    before = systemd_lab.unit_state("h1", UNIT)
+    old = systemd_lab.kill_main_pid("h1", UNIT)
+    assert str(old) == before["MainPID"]
+    after = systemd_lab.wait_unit("h1", UNIT, lambda s: s["SubState"] == "running" and s["MainPID"] != str(old),
+                                  what="restarted")  # fmt: skip
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    assert after["ActiveEnterTimestamp"]  # (the automatic restart re-enters "active": the time moves too)
+
+
+def test_stop_unit(systemd_lab: SystemdLab) -> None:
+    systemd_lab.stop_unit("h1", UNIT)
+    state = systemd_lab.unit_state("h1", UNIT)
+    assert (state["ActiveState"], state["SubState"], state["MainPID"]) == ("inactive", "dead", "0")
+    with pytest.raises(LabError, match="no main process"):
+        systemd_lab.kill_main_pid("h1", UNIT)
+    systemd_lab.start_unit("h1", UNIT)
+    assert systemd_lab.unit_state("h1", UNIT)["ActiveState"] == "active"
+
+
+def test_stop_and_start_sshd(systemd_lab: SystemdLab) -> None:
+    with systemd_lab.connection("h1") as c:
+        c.run("true", hide=True)
+        systemd_lab.stop_sshd("h1")
+        assert not systemd_lab.sshd_running("h1")
+        assert systemd_lab.unit_state("h1", "ssh.service")["ActiveState"] == "inactive"
+        assert c.run("echo still", hide=True).stdout.strip() == "still"  # open sessions survive
+    systemd_lab.start_sshd("h1")
+    assert sh(systemd_lab, "h1", "echo back").strip() == "back"
+
+
+def test_disconnect_and_reconnect(systemd_lab: SystemdLab) -> None:
+    systemd_lab.disconnect("h1")
+    try:
+        assert not systemd_lab.port_open("h1", 22, timeout=0.5)
+        assert systemd_lab.port_open("h2", 22)
+    finally:
+        systemd_lab.reconnect("h1")
+    systemd_lab.wait_for_ssh("h1", 10)
+
+
+def test_freeze_and_thaw(systemd_lab: SystemdLab) -> None:
+    systemd_lab.freeze("h1")
+    try:
+        assert systemd_lab.port_open("h1", 22)  # the kernel still accepts
+        with pytest.raises(LabError, match="not answering"):
+            systemd_lab.wait_for_ssh("h1", 1.0)  # ... but nobody sends a banner
+    finally:
+        systemd_lab.thaw("h1")
+    systemd_lab.wait_for_ssh("h1", 10)
+    assert systemd_lab.unit_state("h1", UNIT)["ActiveState"] == "active"
+
+
+def test_reboot_comes_back_with_its_state(systemd_lab: SystemdLab) -> None:
+    h = systemd_lab.host("h1")
+    old_pid1 = systemd_lab.pid1(h)
+    boot_id = systemd_lab.sh_in(h, "cat /proc/sys/kernel/random/boot_id").strip()
+    systemd_lab.sh_in(h, "echo kept > /root/marker")
+    took = systemd_lab.reboot(h)
+    assert took < 60
+    assert systemd_lab.pid1(h) not in (0, old_pid1) and not alive(old_pid1)
+    assert systemd_lab.sh_in(h, "cat /proc/sys/kernel/random/boot_id").strip() != boot_id
+    assert systemd_lab.sh_in(h, "cat /root/marker").strip() == "kept"
+    assert systemd_lab.sh_in(h, "systemctl is-system-running").strip() == "running"
+    assert systemd_lab.unit_state(h, UNIT)["ActiveState"] == "active"  # enabled units start again
+    assert sh(systemd_lab, "h1", "cat /etc/machine-id").strip() == h.machine_id
+
+
+def test_containerd_from_the_lab_mirror_runs_containers_with_both_cgroup_drivers(
+    systemd_lab: SystemdLab, apt_repo: AptRepo
+) -> None:
+    h = systemd_lab.host("h2")
+    image = busybox_image()
+    (h.rootfs / "root" / image.name).write_bytes(image.read_bytes())
+    assert systemd_lab.sh_in(h, "command -v containerd || echo none").strip() == "none"  # a fresh host
+    use_as_mirror(systemd_lab, "h2", apt_repo.server)
+    sh(systemd_lab, "h2", "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                          "--no-install-recommends containerd runc", timeout=600)  # fmt: skip
+    # the package's postinst started it through the host's systemd
+    systemd_lab.wait_unit(h, "containerd.service", lambda s: s["SubState"] == "running", what="running")
+    sh(systemd_lab, "h2", f"ctr images import /root/{image.name} >/dev/null")
+    # ctr's stdout is racy for short tasks (systemd-lab-hosts.md §6.10): read cgroups from the machine side
+    for name, flags, expect in (
+        ("c-cgroupfs", "", "/default/c-cgroupfs"),
+        ("c-systemd", "--runc-systemd-cgroup --cgroup system.slice:kbs:c-systemd", "/system.slice/kbs-c-systemd.scope"),
+    ):
+        sh(systemd_lab, "h2", f"ctr run -d --memory-limit 67108864 {flags} {IMAGE} {name} /bin/sleep 300")
+        pid = int(sh(systemd_lab, "h2", f"ctr tasks ls | awk '$1 == \"{name}\" {{print $2}}'").strip())
+        mem = [line.split(":", 2)[2] for line in systemd_lab.sh_in(h, f"cat /proc/{pid}/cgroup").splitlines()
+               if line.split(":")[1] == "memory"][0]  # fmt: skip
+        assert mem.endswith(expect), mem
+        limit = systemd_lab.sh_in(h, f"cat /sys/fs/cgroup/memory{mem}/memory.limit_in_bytes").strip()
+        assert limit == "67108864"
+        # the container's cgroup sits below the host's own cgroup on the machine, never at a root
+        host_cg = [d for d in h.cgroups if "/memory/" in d][0]
+        assert Path(host_cg, mem.lstrip("/"), "memory.limit_in_bytes").read_text().strip() == "67108864"
+        sh(systemd_lab, "h2", f"ctr tasks kill -s KILL {name}; ctr tasks rm -f {name} >/dev/null 2>&1 || true; "
+                              f"ctr containers rm {name}")  # fmt: skip
+    assert systemd_lab.sh_in(h, "findmnt -no FSTYPE /var/lib/containerd").strip() != "overlay"
+
+
+def test_ro_binds_and_teardown_leaves_nothing(systemd_lab_factory: SystemdLabFactory, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello").write_text("hi\n")
+    lab = systemd_lab_factory(n=1, ro_binds=[(str(shared), "/mnt/shared")])
+    assert lab.sh_in("h1", "cat /mnt/shared/hello") == "hi\n"
+    assert lab.run_in("h1", ["touch", "/mnt/shared/x"], check=False).returncode != 0
+    with lab.connection("h1") as c:  # a unit running, a session open: teardown must cope
+        c.run("systemctl start kbs-sleeper.service 2>/dev/null || systemd-run --unit kbs-t sleep 600", hide=True)
+    hosts = list(lab.hosts)
+    t0 = time.monotonic()
+    systemd_lab_factory.down(lab)
+    assert time.monotonic() - t0 < 20
+    assert leftovers(lab.name, hosts) == []
+    assert not Path(f"{LAB_DIR_PREFIX}{lab.name}").exists()
+    assert all(not os.path.exists(d) for h in hosts for d in h.cgroups)
+
+
+def test_labs_of_killed_processes_are_removed(systemd_lab_requirements: None) -> None:
+    """A lab whose owner was SIGKILLed (a killed pytest) is found by name and removed from its state file."""
+    name = f"ps-orphan-{os.getpid()}"
+    code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).parents[2])!r}); "
+            f"from tests.lab.systemd import SystemdLab; SystemdLab({name!r}, 1, ephemeral=True).up(); "
+            "print('up', flush=True); time.sleep(600)")  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "up"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    lab = SystemdLab.attach(name)
+    assert lab.ephemeral and not alive(lab.owner_pid)
+    assert lab.pid1("h1") > 0  # the host outlived its owner (supervisors run in their own session)
+    teardown(name)
+    assert leftovers(name, lab.hosts) == []
