@@ -2,6 +2,7 @@
 # Installs everything the test suite needs on a fresh Debian/Ubuntu machine (run as root), then the Python
 # test dependencies. Idempotent: a second run only checks. Used by README's test command and by .ci/run.
 #   KUBEBOOT_SKIP_REFERENCE=1  skip building the Kubernetes reference binaries (their tests then skip)
+#   KUBEBOOT_SKIP_SYSTEMD_LAB=1  skip pre-building the systemd lab hosts' base rootfs (tests build it on first use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +19,38 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# systemd lab hosts (tests/lab/systemd.py): systemd-nspawn and debootstrap, WITHOUT Recommends: systemd-container
+# recommends libnss-mymachines, whose postinst edits /etc/nsswitch.conf (hosts: files mymachines dns).
+SYSTEMD_LAB_PKGS=(systemd-container debootstrap)
+missing=()
+for p in "${SYSTEMD_LAB_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then echo "tests/setup.sh: need root to install: ${missing[*]}" >&2; exit 1; fi
+  echo "[setup] apt-get install --no-install-recommends ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Every lab host's kubelet, containerd and systemd take inotify instances from the machine's root user (hosts
+# have no user namespace); at the default 128 the 5th kubelet host's containerd starts without its CRI plugin
+# (kubelet-in-systemd-hosts.md 3f). Raise, never lower.
+if [ "$(id -u)" -eq 0 ]; then
+  for kv in fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288; do
+    key=${kv%%=*} want=${kv#*=}
+    if [ "$(sysctl -n "$key")" -lt "$want" ]; then echo "[setup] sysctl -w $kv"; sysctl -qw "$kv"; fi
+  done
+fi
+
 echo "[setup] pip install -e .[test]"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 if [ "${KUBEBOOT_SKIP_REFERENCE:-0}" != 1 ]; then
   echo "[setup] reference binaries (cached in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref})"
   tests/reference/build.sh
+fi
+
+if [ "${KUBEBOOT_SKIP_SYSTEMD_LAB:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
+  echo "[setup] systemd lab base rootfs (cached in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref}/rootfs)"
+  python3 -m tests.lab.rootfs
 fi
