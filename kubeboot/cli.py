@@ -40,7 +40,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 ok, 1 internal, 2 usage, 3 invalid inventory/flags, 4 inconsistent state directory,
     5 preflight, 6 remote command, 7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo,
     12 join endpoint unreachable, 13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or
-    expired, 16 wrong certificate key.
+    expired, 16 wrong certificate key, 17 not an image archive.
     """
     ctx.meta["kubeboot.debug"] = debug
     import logging
