@@ -20,7 +20,9 @@ from kubeboot.config.model import (
     KIND,
     Certificates,
     ClusterConfig,
+    ComponentExtras,
     ContainerRuntime,
+    ControlPlaneExtras,
     Endpoint,
     Host,
     IPAddress,
@@ -31,6 +33,13 @@ from kubeboot.config.model import (
     Packages,
     Role,
     SSHSettings,
+)
+from kubeboot.config.components import (
+    check_kubelet_derived,
+    own_volumes,
+    parse_extra_args,
+    parse_extra_volumes,
+    parse_kubelet_config,
 )
 from kubeboot.config.versions import DEFAULT_MINOR, KubernetesVersion, resolve_version
 from kubeboot.errors import ConfigError, Problem
@@ -60,6 +69,11 @@ _SPEC_KEYS = {
     "clusterName",
     "packages",
     "images",
+    "kubelet",
+    "apiServer",
+    "controllerManager",
+    "scheduler",
+    "etcd",
 }
 _PACKAGES_KEYS = {"aptRepository", "rpmRepository"}
 _IMAGES_KEYS = {"archiveDir"}
@@ -68,7 +82,15 @@ _LB_KEYS = {"mode"}
 _CERT_KEYS = {"keyAlgorithm", "apiServerCertSANs", "validityDays", "caValidityDays"}
 _SSH_KEYS = {"user", "port", "keyPath", "bastion", "sudoPasswordEnv"}
 _HOST_KEYS = {"name", "address", "roles", "ssh", "labels"}
-_RUNTIME_KEYS = {"cgroupDriver", "criSocket"}
+_RUNTIME_KEYS = {"cgroupDriver", "criSocket", "restrictOOMScoreAdj"}
+_KUBELET_KEYS = {"config"}
+# spec key -> (component, allowed keys): kubeadm ClusterConfiguration v1beta4 shapes (etcd: etcd.local's).
+_COMPONENT_SPECS = {
+    "apiServer": ("kube-apiserver", {"extraArgs", "extraVolumes"}),
+    "controllerManager": ("kube-controller-manager", {"extraArgs", "extraVolumes"}),
+    "scheduler": ("kube-scheduler", {"extraArgs", "extraVolumes"}),
+    "etcd": ("etcd", {"extraArgs"}),
+}
 
 DEFAULT_POD_SUBNET = "10.244.0.0/16"
 DEFAULT_SERVICE_SUBNET = "10.96.0.0/12"
@@ -285,8 +307,15 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
     if not _DNS1123_SUBDOMAIN.match(cluster_name):
         p.error("spec.clusterName", f"must be a lower-case DNS-1123 subdomain, got {cluster_name!r}")
 
+    kubelet = _mapping(spec.get("kubelet"), "spec.kubelet", p, _KUBELET_KEYS)
+    kubelet_config = parse_kubelet_config(kubelet.get("config") if kubelet else None, "spec.kubelet.config", runtime,
+                                          p)
+    components = _parse_components(spec, version, p)
+
     if version is None or endpoint is None or networking is None or hosts is None:
         return None
+    check_kubelet_derived(kubelet_config, "spec.kubelet.config", str(networking.service_subnet[10]),
+                          networking.dns_domain, p)
     _check_cluster(hosts, endpoint, networking, lb_mode, p)
     return ClusterConfig(
         name=name,
@@ -301,6 +330,8 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
         packages=packages,
         cluster_name=cluster_name,
         image_archive_dir=image_archive_dir or None,
+        components=components,
+        kubelet_config=kubelet_config,
     )
 
 
@@ -460,7 +491,29 @@ def _parse_runtime(spec: Mapping[str, Any], p: _Problems) -> ContainerRuntime:
         socket = "unix://" + socket  # kubeadm prepends the scheme too
     if not socket.startswith("unix:///"):
         p.error(f"{path}.criSocket", f"must be a unix:// socket URL, got {socket!r}")
-    return ContainerRuntime("systemd" if driver == "systemd" else "cgroupfs", socket)
+    restrict = m.get("restrictOOMScoreAdj", False)
+    if not isinstance(restrict, bool):
+        p.error(f"{path}.restrictOOMScoreAdj", f"must be true or false, not {_typename(restrict)}")
+        restrict = False
+    return ContainerRuntime("systemd" if driver == "systemd" else "cgroupfs", socket, restrict)
+
+
+def _parse_components(spec: Mapping[str, Any], version: KubernetesVersion | None, p: _Problems) -> ControlPlaneExtras:
+    """spec.apiServer / controllerManager / scheduler / etcd: extraArgs and extraVolumes, kubeadm v1beta4 shapes."""
+    minor = version.minor if version is not None else DEFAULT_MINOR
+    flexvolume = version.facts.kcm_flexvolume_dir if version is not None else False
+    out: dict[str, ComponentExtras] = {}
+    for key, (component, allowed) in _COMPONENT_SPECS.items():
+        path = f"spec.{key}"
+        m = _mapping(spec.get(key), path, p, allowed)
+        if m is None:
+            out[key] = ComponentExtras()
+            continue
+        args = parse_extra_args(m.get("extraArgs"), f"{path}.extraArgs", component, minor, p)
+        volumes = parse_extra_volumes(m.get("extraVolumes"), f"{path}.extraVolumes",
+                                      own_volumes(component, flexvolume), p)
+        out[key] = ComponentExtras(args, volumes)
+    return ControlPlaneExtras(out["apiServer"], out["controllerManager"], out["scheduler"], out["etcd"])
 
 
 def _parse_ssh(raw: object, path: str, p: _Problems, base: SSHSettings) -> SSHSettings:

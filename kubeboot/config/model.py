@@ -189,6 +189,10 @@ class ClusterConfig:
     packages: Packages = Packages()
     cluster_name: str = "kubernetes"  # kubeadm ClusterConfiguration.clusterName (kubeconfig cluster name)
     image_archive_dir: str | None = None  # image archives to import into containerd (relative to the inventory)
+    components: ControlPlaneExtras = ControlPlaneExtras()
+    # spec.kubelet.config: validated KubeletConfiguration v1beta1 fields deep-merged over kubeboot's own (what a
+    # KubeletConfiguration document in `kubeadm init --config` does). Not hashed: a plain nested mapping.
+    kubelet_config: Mapping[str, Any] = field(default_factory=dict, hash=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

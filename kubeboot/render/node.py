@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from kubeboot.config.components import deep_merge
 from kubeboot.config.model import ClusterConfig, Host
 from kubeboot.plan.artifact import Artifact
 from kubeboot.render.templates import render_template
@@ -19,7 +20,9 @@ KUBELET_BINARY = "/usr/bin/kubelet"
 
 
 def kubelet_config(cfg: ClusterConfig) -> dict[str, Any]:
-    """The cluster-wide KubeletConfiguration (what kubeadm stores in the kubelet-config ConfigMap)."""
+    """The cluster-wide KubeletConfiguration (what kubeadm stores in the kubelet-config ConfigMap): kubeboot's
+    defaults with spec.kubelet.config deep-merged over them (validated, so it never touches what kubeboot owns).
+    cgroupDriver comes from spec.containerRuntime, the same value containerd's SystemdCgroup is rendered from."""
     doc: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -37,7 +40,7 @@ def kubelet_config(cfg: ClusterConfig) -> dict[str, Any]:
         "rotateCertificates": True,
         "staticPodPath": "/etc/kubernetes/manifests",
     }
-    return doc
+    return deep_merge(doc, cfg.kubelet_config) if cfg.kubelet_config else doc
 
 
 def kubelet_node_config(cfg: ClusterConfig) -> dict[str, Any]:
@@ -85,7 +88,8 @@ def node_artifacts(cfg: ClusterConfig, host: Host) -> list[Artifact]:
                  render_template("10-kubeadm.conf.j2", kubelet_path=KUBELET_BINARY), 0o644),
         Artifact("/etc/containerd/config.toml",
                  render_template("containerd-config.toml.j2", version=cfg.version.version, sandbox_image=sandbox,
-                                 cgroup_driver=cfg.runtime.cgroup_driver), 0o644),
+                                 cgroup_driver=cfg.runtime.cgroup_driver,
+                                 restrict_oom_score_adj=cfg.runtime.restrict_oom_score_adj), 0o644),
         Artifact("/etc/crictl.yaml", render_template("crictl.yaml.j2", cri_socket=cfg.runtime.cri_socket), 0o644),
         Artifact("/etc/sysctl.d/99-kubernetes.conf",
                  render_template("sysctl-kubernetes.conf.j2", ipv6=host.address.version == 6), 0o644),
