@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(openssl curl apt-utils nginx libnginx-mod-stream containerd openssh-server openssh-client openssh-sftp-server iproute2 sudo procps psmisc libfaketime
       netcat-openbsd util-linux iptables conntrack ethtool socat ebtables)
+PKGS+=(gcc libc6-dev binutils)  # tests/reference/images.py: the static pause binary; build.sh: cgo flanneld
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -48,6 +49,8 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 if [ "${KUBEBOOT_SKIP_REFERENCE:-0}" != 1 ]; then
   echo "[setup] reference binaries (cached in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref})"
   tests/reference/build.sh
+  echo "[setup] container images (OCI archives in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref}/v*/images)"
+  python3 -m tests.reference.images
 fi
 
 if [ "${KUBEBOOT_SKIP_SYSTEMD_LAB:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
