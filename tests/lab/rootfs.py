@@ -157,6 +157,12 @@ def rootfs_dir() -> Path:
     return cache_root() / "rootfs"
 
 
+def in_use(root: Path) -> bool:
+    """True while an overlay (a lab host) uses ``root`` as its lower layer."""
+    with open("/proc/self/mountinfo") as f:
+        return any(f"lowerdir={root}" in line for line in f)
+
+
 def missing_tools() -> list[str]:
     """Why the base cannot be built here (empty: it can)."""
     problems = []
@@ -198,22 +204,26 @@ def _run(argv: list[str], log: Path, timeout: float) -> None:
         raise RootfsError(f"{' '.join(argv[:3])} ... failed ({p.returncode}): {tail}")
 
 
-def ensure_base(mirror: str | None = None, force: bool = False, timeout: float = 900.0) -> BaseRootfs:
-    """The base tree for the current inputs, building it first if the cache lacks it.
-
-    ``force`` rebuilds even if cached (cold-build measurement); the old tree is replaced atomically
-    (hosts that still use it keep their mount of the old inode until they stop)."""
+def ensure_base(
+    mirror: str | None = None, force: bool = False, timeout: float = 900.0, cache: Path | None = None
+) -> BaseRootfs:
+    """The base tree for the current inputs, building it first if the cache (``cache`` or
+    :func:`rootfs_dir`) lacks it.  ``force`` rebuilds even if cached (a cold build); refused while
+    running hosts use the cached tree (their lower layer must never change under them)."""
     t0 = time.monotonic()
     inp = inputs(mirror)
     digest = digest_of(inp)
-    final = rootfs_dir() / digest
-    with _locked(rootfs_dir() / f".lock-{digest}"):
+    top = cache or rootfs_dir()
+    final = top / digest
+    with _locked(top / f".lock-{digest}"):
         if not force and (final / "build.json").is_file():
             return BaseRootfs(final / "root", digest, time.monotonic() - t0, built=False)
+        if final.exists() and in_use(final / "root"):
+            raise RootfsError(f"{final / 'root'} is in use by running lab hosts: stop them before a rebuild")
         problems = missing_tools()
         if problems:
             raise RootfsError("cannot build the base rootfs: " + "; ".join(problems))
-        tmp = rootfs_dir() / f".tmp-{digest}-{os.getpid()}"
+        tmp = top / f".tmp-{digest}-{os.getpid()}"
         _remove_tree(tmp)
         tmp.mkdir(parents=True)
         try:
@@ -223,7 +233,7 @@ def ensure_base(mirror: str | None = None, force: bool = False, timeout: float =
                            indent=2, sort_keys=True) + "\n"  # fmt: skip
             )
             if final.exists():
-                old = rootfs_dir() / f".old-{digest}-{os.getpid()}"
+                old = top / f".old-{digest}-{os.getpid()}"
                 final.rename(old)
                 tmp.rename(final)
                 _remove_tree(old)
@@ -232,7 +242,7 @@ def ensure_base(mirror: str | None = None, force: bool = False, timeout: float =
         except BaseException:
             _remove_tree(tmp)
             raise
-        _prune_temporaries()
+        _prune_temporaries(top)
     return BaseRootfs(final / "root", digest, time.monotonic() - t0, built=True)
 
 
@@ -251,9 +261,9 @@ def _mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
-def _prune_temporaries() -> None:
+def _prune_temporaries(top: Path) -> None:
     """Leftovers of builds whose process died (their pid is in the name)."""
-    for p in rootfs_dir().glob(".tmp-*"):
+    for p in top.glob(".tmp-*"):
         pid = p.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             _remove_tree(p)

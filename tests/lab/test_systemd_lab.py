@@ -14,6 +14,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+import yaml
 
 from .aptrepo import AptRepo, apt_repo, use_as_mirror  # noqa: F401  (fixture)
 from .common import LabError, alive
@@ -85,6 +86,30 @@ def test_identities_are_unique(systemd_lab: SystemdLab) -> None:
     hosts_file = systemd_lab.sh_in("h1", "cat /etc/hosts")
     assert all(f"{h.address}\t{h.name}" in hosts_file for h in systemd_lab.hosts)
     assert systemd_lab.sh_in("h1", "cat /etc/resolv.conf").startswith("nameserver 127.0.0.1")
+
+
+def test_a_fresh_host_passes_kubeboot_preflight_but_for_the_runtime(systemd_lab: SystemdLab) -> None:
+    """Every FileExisting-* binary, systemd, apt: only what kubeboot's own phases fix is reported."""
+    work = systemd_lab.dir / "kubeboot-preflight"
+    work.mkdir(exist_ok=True)
+    inv = work / "inventory.yaml"
+    inv.write_text(yaml.safe_dump({
+        "apiVersion": "kubeboot.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "lab"},
+        "spec": {"controlPlaneEndpoint": f"{systemd_lab.host('h1').address}:6443", "loadBalancer": {"mode": "none"},
+                 "ssh": {"user": "root", "keyPath": str(systemd_lab.key_path)},
+                 "hosts": [{"name": "h1", "address": systemd_lab.host("h1").address, "roles": ["control-plane"]},
+                           {"name": "h2", "address": systemd_lab.host("h2").address, "roles": ["worker"]}]},
+    }))  # fmt: skip
+    ssh_config = work / "ssh_config"
+    ssh_config.write_text(f"Host 10.200.0.*\n    ProxyCommand {systemd_lab.proxy_command()}\n")
+    p = subprocess.run([sys.executable, "-m", "kubeboot.cli", "up", "-i", str(inv), "--known-hosts",
+                        str(systemd_lab.known_hosts), "--ssh-config", str(ssh_config), "--only", "preflight"],
+                       capture_output=True, text=True, timeout=300, cwd=work, stdin=subprocess.DEVNULL)  # fmt: skip
+    findings = sorted(line.split("] ", 1)[1].split(":")[0:2] for line in p.stderr.splitlines()
+                      if line.startswith("[preflight] h"))  # fmt: skip
+    # preflight alone: what the prepare (ip_forward) and runtime (containerd) phases would fix is an error
+    assert findings == [["h1", " ERROR CRI"], ["h1", " ERROR FileContent--proc-sys-net-ipv4-ip_forward"],
+                        ["h2", " ERROR CRI"], ["h2", " ERROR FileContent--proc-sys-net-ipv4-ip_forward"]], p.stderr
 
 
 def test_kbuser_has_password_sudo_and_nosudo_has_none(systemd_lab: SystemdLab) -> None:
