@@ -22,6 +22,7 @@ from kubeboot.config.model import APISERVER_BIND_PORT, ClusterConfig, Host
 from kubeboot.errors import CertificateKeyError, ConfigError, JoinError, Problem
 from kubeboot.etcdapi import EtcdClient, wait
 from kubeboot.kube import client as kc
+from kubeboot.kube import objects
 from kubeboot.pki.bundle import ClusterPki, plan_pki
 from kubeboot.pki.keys import KeyGen, generate_key
 from kubeboot.pki.protocol import decrypt_shared_files, parse_certificate_key, parse_pin
@@ -131,7 +132,7 @@ def _inventory_for_this_node(cc: dict[str, Any], req: JoinRequest) -> ClusterCon
             key_algorithm=cc.get("encryptionAlgorithm") or "RSA-2048",
             cert_sans=list((cc.get("apiServer") or {}).get("certSANs") or []),
             image_repository=cc.get("imageRepository"), cluster_name=cc.get("clusterName"),
-            source="kubeadm-config")
+            components=objects.components_from_cluster_configuration(cc), source="kubeadm-config")
     except ConfigError as exc:
         raise JoinError("the cluster's kubeadm-config cannot be used for this node:\n  " +
                         "\n  ".join(str(p) for p in exc.problems)) from None
@@ -220,8 +221,10 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
     host = cfg.first_control_plane
     stored = {f"pki/{rel}": data for rel, data in shared.items()}
     pki, _changes = plan_pki(cfg, stored, now or datetime.now(timezone.utc), keygen)
+    kubelet = _kubelet_files(req, _kubelet_config(api))  # the cluster's kubelet-config, as kubeadm join uses
     files = [a for a in render_host(cfg, pki, BootstrapToken("000000", "0" * 16, None), host)
-             if a.path != "/etc/kubernetes/super-admin.conf" and not a.path.endswith("/etcd.yaml")]
+             if a.path != "/etc/kubernetes/super-admin.conf" and not a.path.endswith("/etcd.yaml")
+             and a.path not in {k.path for k in kubelet}] + kubelet
     # every file except the etcd manifest: its --initial-cluster comes from etcd's answer to MemberAdd
     _write(req, [a for a in files if a.path.startswith("/etc/kubernetes/")], result)
     rep.info("control-plane-prepare", host.name, f"wrote {len(result.written)} file(s)")

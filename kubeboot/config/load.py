@@ -136,7 +136,7 @@ def parse_inventory(raw: object, source: str = "inventory") -> ClusterConfig:
 def single_control_plane(*, name: str, address: str | None, endpoint: str, version: str,
                          networking: Mapping[str, str | None], key_algorithm: str, cert_sans: list[str],
                          image_repository: str | None = None, cluster_name: str | None = None,
-                         source: str) -> ClusterConfig:
+                         components: Mapping[str, Any] | None = None, source: str) -> ClusterConfig:
     """A validated cluster whose only host is this control plane: what `init` and `join --control-plane` feed
     the PKI and render core on the node (from flags, or from the cluster's kubeadm-config)."""
     spec: dict[str, Any] = {
@@ -149,6 +149,9 @@ def single_control_plane(*, name: str, address: str | None, endpoint: str, versi
         spec["imageRepository"] = image_repository
     if cluster_name:
         spec["clusterName"] = cluster_name
+    for key, value in (components or {}).items():
+        if key in _COMPONENT_SPECS and value:
+            spec[key] = value  # extraArgs/extraVolumes from the cluster's kubeadm-config
     doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "node"}, "spec": spec}
     return parse_inventory(doc, source=source)
 

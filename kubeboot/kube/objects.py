@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from kubeboot.config.model import ClusterConfig
+from kubeboot.config.model import ClusterConfig, ComponentExtras
 from kubeboot.pki.tokens import BootstrapToken
 
 DEFAULT_GROUP = "system:bootstrappers:kubeadm:default-node-token"
@@ -148,26 +148,63 @@ def kubeadm_certs_secret(data: Mapping[str, bytes], owner_token_id: str, owner_u
             "data": {k: _b64(v) for k, v in data.items()}}
 
 
+def _component(extras: ComponentExtras) -> dict[str, Any]:
+    """kubeadm v1beta4 ControlPlaneComponent: extraArgs [{name, value}], extraVolumes [{name, hostPath, mountPath,
+    readOnly?, pathType?}] (omitempty fields left out, as kubeadm's encoder does)."""
+    out: dict[str, Any] = {}
+    if extras.extra_args:
+        out["extraArgs"] = [{"name": a.name, "value": a.value} for a in extras.extra_args]
+    if extras.extra_volumes:
+        vols = []
+        for v in extras.extra_volumes:
+            vol: dict[str, Any] = {"hostPath": v.host_path, "mountPath": v.mount_path, "name": v.name}
+            if v.path_type:
+                vol["pathType"] = v.path_type
+            if v.read_only:
+                vol["readOnly"] = True
+            vols.append(vol)
+        out["extraVolumes"] = vols
+    return out
+
+
 def cluster_configuration(cfg: ClusterConfig) -> dict[str, Any]:
-    """The ClusterConfiguration (kubeadm.k8s.io/v1beta4) kubeadm joiners read from kubeadm-config."""
+    """The ClusterConfiguration (kubeadm.k8s.io/v1beta4) kubeadm joiners read from kubeadm-config: a joining
+    control plane renders its static pods from it, so the extraArgs/extraVolumes travel with it."""
+    api_server = _component(cfg.components.api_server)
+    if cfg.certificates.api_server_cert_sans:
+        api_server["certSANs"] = list(cfg.certificates.api_server_cert_sans)
     return {
         "apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "ClusterConfiguration",
-        "apiServer": {"certSANs": list(cfg.certificates.api_server_cert_sans)} if cfg.certificates.api_server_cert_sans
-        else {},
+        "apiServer": api_server,
         "caCertificateValidityPeriod": f"{cfg.certificates.ca_validity_days * 24}h0m0s",
         "certificateValidityPeriod": f"{cfg.certificates.validity_days * 24}h0m0s",
         "certificatesDir": "/etc/kubernetes/pki",
         "clusterName": cfg.cluster_name,
         "controlPlaneEndpoint": cfg.control_plane_endpoint.hostport(),
-        "controllerManager": {}, "dns": {},
+        "controllerManager": _component(cfg.components.controller_manager), "dns": {},
         "encryptionAlgorithm": cfg.certificates.key_algorithm.value,
-        "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
+        "etcd": {"local": {"dataDir": "/var/lib/etcd", **_component(cfg.components.etcd)}},
         "imageRepository": cfg.image_repository,
         "kubernetesVersion": cfg.version.tag,
         "networking": {"dnsDomain": cfg.networking.dns_domain, "podSubnet": str(cfg.networking.pod_subnet),
                        "serviceSubnet": str(cfg.networking.service_subnet)},
-        "proxy": {}, "scheduler": {},
+        "proxy": {}, "scheduler": _component(cfg.components.scheduler),
     }
+
+
+def components_from_cluster_configuration(cc: Mapping[str, Any]) -> dict[str, Any]:
+    """The inventory's spec.apiServer/controllerManager/scheduler/etcd from a kubeadm v1beta4 ClusterConfiguration
+    (extraArgs and extraVolumes only; etcd's from etcd.local), for a control plane joining that cluster."""
+    out: dict[str, Any] = {}
+    for key in ("apiServer", "controllerManager", "scheduler"):
+        section = cc.get(key) or {}
+        picked = {k: section[k] for k in ("extraArgs", "extraVolumes") if section.get(k)}
+        if picked:
+            out[key] = picked
+    local = (cc.get("etcd") or {}).get("local") or {}
+    if local.get("extraArgs"):
+        out["etcd"] = {"extraArgs": local["extraArgs"]}
+    return out
 
 
 def kubeadm_config(cfg: ClusterConfig) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from kubeboot.config.model import APISERVER_BIND_PORT, ClusterConfig, Host
+from kubeboot.config import components
+from kubeboot.config.model import APISERVER_BIND_PORT, Arg, ClusterConfig, ComponentExtras, Host, HostPathMount
 
 PKI = "/etc/kubernetes/pki"
 ETCD_DATA_DIR = "/var/lib/etcd"
@@ -24,17 +25,19 @@ STARTUP_FAILURE_THRESHOLD = math.ceil(240 / 10)
 # Debian/Ubuntu host, which has these three. Facts from the host replace this default.
 DEFAULT_CA_DIRS: tuple[str, ...] = ("/etc/ca-certificates", "/usr/share/ca-certificates",
                                     "/usr/local/share/ca-certificates")
-KNOWN_CA_DIRS: tuple[str, ...] = ("/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/ca-certificates",
-                                  "/usr/share/ca-certificates", "/usr/local/share/ca-certificates")
+KNOWN_CA_DIRS = components.KNOWN_CA_DIRS
 
 
 def _bracket(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-def _flags(binary: str, args: dict[str, str]) -> list[str]:
-    """kubeadm ArgumentsToCommand: `--name=value`, sorted by name, after the binary name."""
-    return [binary] + [f"--{k}={args[k]}" for k in sorted(args)]
+def _flags(binary: str, args: dict[str, str], extra: Sequence[Arg] = ()) -> list[str]:
+    """kubeadm ArgumentsToCommand: kubeboot's `--name=value` sorted by name, minus every name the user overrides,
+    then the user's extraArgs in their order (a name may repeat), after the binary name."""
+    overridden = {a.name for a in extra}
+    return ([binary] + [f"--{k}={args[k]}" for k in sorted(args) if k not in overridden]
+            + [f"--{a.name}={a.value}" for a in extra])
 
 
 def _probe(host: str, path: str, scheme: str, initial: int, failure: int, period: int) -> dict[str, Any]:
@@ -63,6 +66,20 @@ def _volume(name: str, path: str, kind: str) -> dict[str, Any]:
     return {"hostPath": {"path": path, "type": kind}, "name": name}
 
 
+def _hostpath(name: str, path: str, kind: str, read_only: bool) -> HostPathMount:
+    """One of kubeboot's own volumes: mounted at the same path inside the container."""
+    return HostPathMount(name, path, path, read_only, kind)
+
+
+def _with_extras(volumes: Sequence[HostPathMount], extras: ComponentExtras) -> list[HostPathMount]:
+    """kubeadm AddExtraHostPathMounts: volumes are keyed by name, so a user volume named like one of kubeboot's
+    replaces it (validation allows that only for the CA-certificate directories)."""
+    by_name = {v.name: v for v in volumes}
+    for v in extras.extra_volumes:
+        by_name[v.name] = v
+    return list(by_name.values())
+
+
 def _mount(name: str, path: str, read_only: bool) -> dict[str, Any]:
     m: dict[str, Any] = {"mountPath": path, "name": name}
     if read_only:
@@ -71,14 +88,14 @@ def _mount(name: str, path: str, read_only: bool) -> dict[str, Any]:
 
 
 def _pod(name: str, image: str, command: list[str], port: int, cpu: str, probes: dict[str, Any],
-         volumes: Sequence[tuple[str, str, str, bool]], annotations: dict[str, str] | None,
+         volumes: Sequence[HostPathMount], annotations: dict[str, str] | None,
          memory: str | None = None, sort_mounts: bool = True) -> dict[str, Any]:
     """staticpod.ComponentPod: kube-system, component/tier labels, hostNetwork, system-node-critical.
     Volumes are sorted by name (VolumeMapToSlice); mounts too, except etcd's, which kubeadm lists as written."""
     requests: dict[str, str] = {"cpu": cpu}
     if memory:
         requests["memory"] = memory
-    ordered = sorted(volumes, key=lambda v: v[0])
+    ordered = sorted(volumes, key=lambda v: v.name)
     mounts = ordered if sort_mounts else list(volumes)
     container: dict[str, Any] = {
         "command": command,
@@ -87,7 +104,7 @@ def _pod(name: str, image: str, command: list[str], port: int, cpu: str, probes:
         "name": name,
         "ports": [{"containerPort": port, "name": PROBE_PORT, "protocol": "TCP"}],
         "resources": {"requests": requests},
-        "volumeMounts": [_mount(n, path, ro) for n, path, _kind, ro in mounts],
+        "volumeMounts": [_mount(v.name, v.mount_path, v.read_only) for v in mounts],
         **probes,
     }
     metadata: dict[str, Any] = {
@@ -107,21 +124,35 @@ def _pod(name: str, image: str, command: list[str], port: int, cpu: str, probes:
             "priority": 2000001000,
             "priorityClassName": "system-node-critical",
             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-            "volumes": [_volume(n, path, kind) for n, path, kind, _ro in ordered],
+            "volumes": [_volume(v.name, v.host_path, v.path_type) for v in ordered],
         },
         "status": {},  # kubeadm marshals the empty PodStatus
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """sigs.k8s.io/yaml writes an empty string as "" (an extra volume without pathType has `type: ""`)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if value == "":
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+    return dumper.represent_str(value)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def dump(doc: dict[str, Any]) -> bytes:
-    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False).encode()
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=True, default_flow_style=False).encode()
 
 
-def _ca_volumes(ca_dirs: Sequence[str]) -> list[tuple[str, str, str, bool]]:
-    vols = [("k8s-certs", PKI, "DirectoryOrCreate", True), ("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate", True)]
+def _ca_volumes(ca_dirs: Sequence[str]) -> list[HostPathMount]:
+    vols = [_hostpath("k8s-certs", PKI, "DirectoryOrCreate", True),
+            _hostpath("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate", True)]
     for path in KNOWN_CA_DIRS:
         if path in ca_dirs:
-            vols.append((path.replace("/", "-")[1:], path, "DirectoryOrCreate", True))
+            vols.append(_hostpath(path.replace("/", "-")[1:], path, "DirectoryOrCreate", True))
     return vols
 
 
@@ -161,9 +192,13 @@ def apiserver(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = DEFAULT_C
         "tls-cert-file": f"{PKI}/apiserver.crt",
         "tls-private-key-file": f"{PKI}/apiserver.key",
     }
+    extras = cfg.components.api_server
+    if any(a.name == "authorization-config" for a in extras.extra_args):
+        del args["authorization-mode"]  # kubeadm: structured authorization replaces the mode flag altogether
     return _pod(
-        "kube-apiserver", _image(cfg, "kube-apiserver"), _flags("kube-apiserver", args), APISERVER_BIND_PORT, "250m",
-        _probes(adv, "HTTPS", "/livez", "/readyz", "/livez"), _ca_volumes(ca_dirs),
+        "kube-apiserver", _image(cfg, "kube-apiserver"), _flags("kube-apiserver", args, extras.extra_args),
+        APISERVER_BIND_PORT, "250m", _probes(adv, "HTTPS", "/livez", "/readyz", "/livez"),
+        _with_extras(_ca_volumes(ca_dirs), extras),
         {"kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint": f"{_bracket(adv)}:{APISERVER_BIND_PORT}"},
     )
 
@@ -192,13 +227,15 @@ def controller_manager(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = 
     default_mask = 24 if cfg.networking.pod_subnet.version == 4 else 64
     if cfg.networking.node_cidr_mask_size != default_mask:
         args["node-cidr-mask-size"] = str(cfg.networking.node_cidr_mask_size)
-    volumes = _ca_volumes(ca_dirs) + [("kubeconfig", kubeconfig, "FileOrCreate", True)]
+    volumes = _ca_volumes(ca_dirs) + [_hostpath("kubeconfig", kubeconfig, "FileOrCreate", True)]
     if cfg.version.facts.kcm_flexvolume_dir:
-        volumes.append(("flexvolume-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
-                        "DirectoryOrCreate", False))
+        volumes.append(_hostpath("flexvolume-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+                                 "DirectoryOrCreate", False))
+    extras = cfg.components.controller_manager
     return _pod(
-        "kube-controller-manager", _image(cfg, "kube-controller-manager"), _flags("kube-controller-manager", args),
-        10257, "200m", _probes("127.0.0.1", "HTTPS", "/healthz", None, "/healthz"), volumes, None,
+        "kube-controller-manager", _image(cfg, "kube-controller-manager"),
+        _flags("kube-controller-manager", args, extras.extra_args), 10257, "200m",
+        _probes("127.0.0.1", "HTTPS", "/healthz", None, "/healthz"), _with_extras(volumes, extras), None,
     )
 
 
@@ -211,10 +248,11 @@ def scheduler(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
         "kubeconfig": kubeconfig,
         "leader-elect": "true",
     }
+    extras = cfg.components.scheduler
     return _pod(
-        "kube-scheduler", _image(cfg, "kube-scheduler"), _flags("kube-scheduler", args), 10259, "100m",
-        _probes("127.0.0.1", "HTTPS", "/livez", "/readyz", "/livez"),
-        [("kubeconfig", kubeconfig, "FileOrCreate", True)], None,
+        "kube-scheduler", _image(cfg, "kube-scheduler"), _flags("kube-scheduler", args, extras.extra_args), 10259,
+        "100m", _probes("127.0.0.1", "HTTPS", "/livez", "/readyz", "/livez"),
+        _with_extras([_hostpath("kubeconfig", kubeconfig, "FileOrCreate", True)], extras), None,
     )
 
 
@@ -257,10 +295,10 @@ def etcd(cfg: ClusterConfig, host: Host, initial_cluster: str | None = None) -> 
         args["initial-cluster-state"] = "existing"
     image = f"{cfg.image_repository}/etcd:{cfg.version.facts.etcd_image_tag}"
     return _pod(
-        "etcd", image, _flags("etcd", args), 2381, "100m",
+        "etcd", image, _flags("etcd", args, cfg.components.etcd.extra_args), 2381, "100m",
         _probes(loopback, "HTTP", "/livez", "/readyz", "/readyz"),
-        [("etcd-data", ETCD_DATA_DIR, "DirectoryOrCreate", False),
-         ("etcd-certs", f"{PKI}/etcd", "DirectoryOrCreate", False)],
+        [_hostpath("etcd-data", ETCD_DATA_DIR, "DirectoryOrCreate", False),
+         _hostpath("etcd-certs", f"{PKI}/etcd", "DirectoryOrCreate", False)],
         {"kubeadm.kubernetes.io/etcd.advertise-client-urls": f"https://{adv}:2379"},
         memory="100Mi", sort_mounts=False,
     )

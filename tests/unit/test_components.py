@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,3 +197,221 @@ def test_restrict_oom_score_adj_must_be_a_boolean() -> None:
 def test_kubelet_config_stays_json_serialisable() -> None:
     cfg = parse_inventory(inventory(kubelet={"config": LAB_KUBELET}))
     json.dumps(kubelet_config(cfg))
+
+
+# --- extraArgs / extraVolumes ---------------------------------------------------------------------------------
+
+from kubeboot.config.components import own_volumes  # noqa: E402
+from kubeboot.config.load import single_control_plane  # noqa: E402
+from kubeboot.kube.objects import cluster_configuration, components_from_cluster_configuration  # noqa: E402
+from kubeboot.render import manifests  # noqa: E402
+
+# The flag tables are generated from the reference binaries (tools/gen_component_tables.py flags).
+needs_flags = pytest.mark.skipif(not Path(__file__).resolve().parents[2].joinpath(
+    "kubeboot/config/data/flags-1.37.json").exists(), reason="kubeboot/config/data/flags-1.37.json not generated yet")
+FLAG_CASES = {"unknown apiserver flag", "unknown flag with a suggestion", "unknown etcd flag, mapping form",
+              "scheduler flag on the controller-manager", "boolean flag"}
+
+EXTRAS = {
+    "apiServer": {
+        "extraArgs": [{"name": "audit-log-path", "value": "/var/log/kubernetes/audit.log"},
+                      {"name": "enable-admission-plugins", "value": "NodeRestriction,PodNodeSelector"},
+                      {"name": "audit-log-maxage", "value": 30},
+                      {"name": "tls-cipher-suites", "value": "TLS_AES_128_GCM_SHA256"},
+                      {"name": "tls-cipher-suites", "value": "TLS_AES_256_GCM_SHA384"}],
+        "extraVolumes": [{"name": "audit-log", "hostPath": "/var/log/kubernetes", "mountPath": "/var/log/kubernetes",
+                          "pathType": "DirectoryOrCreate"},
+                         {"name": "audit-policy", "hostPath": "/etc/kubernetes/audit-policy.yaml",
+                          "mountPath": "/etc/kubernetes/audit-policy.yaml", "readOnly": True}],
+    },
+    "controllerManager": {"extraArgs": {"terminated-pod-gc-threshold": 100, "profiling": False}},
+    "scheduler": {"extraArgs": [{"name": "v", "value": "2"}],
+                  "extraVolumes": [{"name": "sched-config", "hostPath": "/etc/kubernetes/sched",
+                                    "mountPath": "/etc/kubernetes/sched", "readOnly": True,
+                                    "pathType": "Directory"}]},
+    "etcd": {"extraArgs": [{"name": "quota-backend-bytes", "value": "8589934592"},
+                           {"name": "snapshot-count", "value": "5000"}]},
+}
+
+
+def _pods(cfg: ClusterConfig, host: str = "cp2") -> dict[str, dict[str, Any]]:
+    h = cfg.host(host)
+    return {"kube-apiserver": manifests.apiserver(cfg, h), "kube-controller-manager": manifests.controller_manager(cfg, h),
+            "kube-scheduler": manifests.scheduler(cfg, h), "etcd": manifests.etcd(cfg, h)}
+
+
+def test_extra_args_follow_kubeadm_arguments_to_command() -> None:
+    """kubeboot's flags sorted, minus the overridden names, then the user's in their order (repeats kept)."""
+    plain, extra = _pods(parse_inventory(inventory())), _pods(parse_inventory(inventory(**EXTRAS)))
+    base = plain["kube-apiserver"]["spec"]["containers"][0]["command"]
+    cmd = extra["kube-apiserver"]["spec"]["containers"][0]["command"]
+    assert cmd == [c for c in base if not c.startswith("--enable-admission-plugins=")] + [
+        "--audit-log-path=/var/log/kubernetes/audit.log", "--enable-admission-plugins=NodeRestriction,PodNodeSelector",
+        "--audit-log-maxage=30", "--tls-cipher-suites=TLS_AES_128_GCM_SHA256",
+        "--tls-cipher-suites=TLS_AES_256_GCM_SHA384"]
+    kcm = extra["kube-controller-manager"]["spec"]["containers"][0]["command"]
+    assert kcm[-2:] == ["--terminated-pod-gc-threshold=100", "--profiling=false"]  # mapping form, YAML scalars
+    etcd_base = plain["etcd"]["spec"]["containers"][0]["command"]
+    etcd_cmd = extra["etcd"]["spec"]["containers"][0]["command"]
+    assert etcd_cmd == [c for c in etcd_base if not c.startswith("--snapshot-count=")] + [
+        "--quota-backend-bytes=8589934592", "--snapshot-count=5000"]
+    assert "--initial-cluster-state=existing" in etcd_cmd  # cp2 still joins as member 2
+
+
+def test_authorization_config_replaces_the_authorization_mode_flag() -> None:
+    cfg = parse_inventory(inventory(apiServer={"extraArgs": [
+        {"name": "authorization-config", "value": "/etc/kubernetes/authz.yaml"}]}))
+    cmd = _pods(cfg)["kube-apiserver"]["spec"]["containers"][0]["command"]
+    assert not any(c.startswith("--authorization-mode") for c in cmd)
+    assert cmd[-1] == "--authorization-config=/etc/kubernetes/authz.yaml"
+
+
+def test_extra_volumes_are_sorted_in_with_kubeboots_and_mounted() -> None:
+    pods = _pods(parse_inventory(inventory(**EXTRAS)))
+    api = pods["kube-apiserver"]["spec"]
+    assert [v["name"] for v in api["volumes"]] == [
+        "audit-log", "audit-policy", "ca-certs", "etc-ca-certificates", "k8s-certs", "usr-local-share-ca-certificates",
+        "usr-share-ca-certificates"]
+    vols = {v["name"]: v for v in api["volumes"]}
+    mounts = {m["name"]: m for m in api["containers"][0]["volumeMounts"]}
+    assert vols["audit-log"] == {"hostPath": {"path": "/var/log/kubernetes", "type": "DirectoryOrCreate"},
+                                 "name": "audit-log"}
+    assert mounts["audit-log"] == {"mountPath": "/var/log/kubernetes", "name": "audit-log"}  # read-write: no key
+    assert vols["audit-policy"]["hostPath"] == {"path": "/etc/kubernetes/audit-policy.yaml", "type": ""}
+    assert mounts["audit-policy"] == {"mountPath": "/etc/kubernetes/audit-policy.yaml", "name": "audit-policy",
+                                      "readOnly": True}
+    # no pathType: kubeadm marshals the empty HostPathType as type: "" (sigs.k8s.io/yaml quoting)
+    assert b'    name: audit-policy\n' in manifests.dump(pods["kube-apiserver"])
+    assert b'      type: ""\n' in manifests.dump(pods["kube-apiserver"])
+    sched = pods["kube-scheduler"]["spec"]
+    assert [v["name"] for v in sched["volumes"]] == ["kubeconfig", "sched-config"]
+    assert pods["kube-controller-manager"]["spec"]["volumes"] == _pods(parse_inventory(inventory()))[
+        "kube-controller-manager"]["spec"]["volumes"]
+
+
+def test_a_volume_named_like_a_ca_directory_replaces_it_as_kubeadm_does() -> None:
+    doc = inventory(apiServer={"extraVolumes": [{"name": "ca-certs", "hostPath": "/etc/pki/tls/certs",
+                                                 "mountPath": "/etc/ssl/certs", "readOnly": True,
+                                                 "pathType": "DirectoryOrCreate"}]})
+    assert warnings(doc) == ["spec.apiServer.extraVolumes[0].name: replaces kubeboot's volume 'ca-certs' "
+                             "(/etc/ssl/certs), as kubeadm does"]
+    api = _pods(parse_inventory(doc))["kube-apiserver"]["spec"]
+    assert {v["name"]: v["hostPath"]["path"] for v in api["volumes"]}["ca-certs"] == "/etc/pki/tls/certs"
+    assert [m["mountPath"] for m in api["containers"][0]["volumeMounts"]].count("/etc/ssl/certs") == 1
+
+
+def test_own_volume_table_matches_the_rendered_pods() -> None:
+    for minor in ("1.35", "1.37"):
+        cfg = parse_inventory(inventory(kubernetesVersion=minor))
+        for component, pod in _pods(cfg, "cp1").items():
+            rendered = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+            table = own_volumes(component, cfg.version.facts.kcm_flexvolume_dir)
+            assert {n: mp for n, (mp, _r) in table.items() if n in rendered} == rendered, component
+            assert set(rendered) <= set(table)
+
+
+def test_cluster_configuration_carries_the_extras_and_a_joining_node_gets_them_back() -> None:
+    cfg = parse_inventory(inventory(**EXTRAS))
+    cc = cluster_configuration(cfg)
+    assert cc["apiServer"]["extraArgs"][2] == {"name": "audit-log-maxage", "value": "30"}
+    assert cc["apiServer"]["extraVolumes"] == [
+        {"hostPath": "/var/log/kubernetes", "mountPath": "/var/log/kubernetes", "name": "audit-log",
+         "pathType": "DirectoryOrCreate"},
+        {"hostPath": "/etc/kubernetes/audit-policy.yaml", "mountPath": "/etc/kubernetes/audit-policy.yaml",
+         "name": "audit-policy", "readOnly": True}]
+    assert cc["controllerManager"] == {"extraArgs": [{"name": "terminated-pod-gc-threshold", "value": "100"},
+                                                     {"name": "profiling", "value": "false"}]}
+    assert cc["etcd"] == {"local": {"dataDir": "/var/lib/etcd", "extraArgs": [
+        {"name": "quota-backend-bytes", "value": "8589934592"}, {"name": "snapshot-count", "value": "5000"}]}}
+    joined = single_control_plane(name="cp9", address="10.0.0.19", endpoint="lb.example.test:6443", version="1.37.2",
+                                  networking={}, key_algorithm="RSA-2048", cert_sans=[],
+                                  components=components_from_cluster_configuration(yaml.safe_load(yaml.safe_dump(cc))),
+                                  source="kubeadm-config")
+    assert joined.components == cfg.components
+    plain = cluster_configuration(parse_inventory(inventory()))
+    assert plain["apiServer"] == {} and plain["controllerManager"] == {} and plain["scheduler"] == {}
+    assert plain["etcd"] == {"local": {"dataDir": "/var/lib/etcd"}}
+
+
+A = "spec.apiServer.extraArgs"
+V = "spec.apiServer.extraVolumes"
+VOL = {"name": "x", "hostPath": "/srv/x", "mountPath": "/srv/x"}
+EXTRA_CASES = [
+    ("unknown apiserver flag", {"apiServer": {"extraArgs": [{"name": "foo-bar", "value": "1"}]}},
+     f"{A}[0].name: kube-apiserver has no flag --foo-bar"),
+    ("unknown flag with a suggestion", {"apiServer": {"extraArgs": [{"name": "audit-log-pth", "value": "/x"}]}},
+     f"{A}[0].name: kube-apiserver has no flag --audit-log-pth (did you mean audit-log-path?)"),
+    ("unknown etcd flag, mapping form", {"etcd": {"extraArgs": {"quota-backend": "1"}}},
+     "spec.etcd.extraArgs.quota-backend: etcd has no flag --quota-backend (did you mean quota-backend-bytes?)"),
+    ("scheduler flag on the controller-manager", {"controllerManager": {"extraArgs": {"percentage-of-nodes-to-score": "50"}}},
+     "spec.controllerManager.extraArgs.percentage-of-nodes-to-score: kube-controller-manager has no flag "
+     "--percentage-of-nodes-to-score"),
+    ("leading dashes", {"apiServer": {"extraArgs": [{"name": "--v", "value": "2"}]}},
+     f"{A}[0].name: write the flag name without leading dashes: 'v'"),
+    ("missing name", {"apiServer": {"extraArgs": [{"value": "2"}]}}, f"{A}[0].name: required field is missing"),
+    ("unknown arg key", {"apiServer": {"extraArgs": [{"name": "v", "value": "2", "mergeMethod": "append"}]}},
+     f"{A}[0].mergeMethod: unknown field (allowed: name, value)"),
+    ("value not a scalar", {"apiServer": {"extraArgs": [{"name": "v", "value": [2]}]}},
+     f"{A}[0].value: must be a string, not a list"),
+    ("extraArgs not a list", {"apiServer": {"extraArgs": "--v=2"}},
+     f"{A}: must be a list of {{name, value}} or a mapping of flag names to values, not a string"),
+    ("boolean flag", {"apiServer": {"extraArgs": [{"name": "profiling", "value": "no"}]}},
+     f"{A}[0].value: --profiling is a boolean flag of kube-apiserver: use true or false, got 'no'"),
+    ("per-node flag", {"apiServer": {"extraArgs": [{"name": "advertise-address", "value": "10.0.0.11"}]}},
+     f"{A}[0].name: --advertise-address is set by kubeboot: set per node from spec.hosts[].address"),
+    ("inventory-owned flag", {"controllerManager": {"extraArgs": {"cluster-cidr": "10.1.0.0/16"}}},
+     "spec.controllerManager.extraArgs.cluster-cidr: --cluster-cidr is set by kubeboot: set "
+     "spec.networking.podSubnet instead"),
+    ("etcd member name", {"etcd": {"extraArgs": [{"name": "name", "value": "etcd0"}]}},
+     "spec.etcd.extraArgs[0].name: --name is set by kubeboot: set per member from spec.hosts[].address and the "
+     "control-plane order"),
+    ("etcd has no extraVolumes", {"etcd": {"extraVolumes": [VOL]}},
+     "spec.etcd.extraVolumes: unknown field (allowed: extraArgs)"),
+    ("volume: missing fields", {"apiServer": {"extraVolumes": [{"name": "x"}]}},
+     f"{V}[0].hostPath: required field is missing", f"{V}[0].mountPath: required field is missing"),
+    ("volume: relative path", {"apiServer": {"extraVolumes": [{**VOL, "hostPath": "srv/x"}]}},
+     f"{V}[0].hostPath: must be an absolute path, got 'srv/x'"),
+    ("volume: dot-dot", {"apiServer": {"extraVolumes": [{**VOL, "mountPath": "/srv/../etc"}]}},
+     f"{V}[0].mountPath: must not contain '..', got '/srv/../etc'"),
+    ("volume: bad pathType", {"apiServer": {"extraVolumes": [{**VOL, "pathType": "Dir"}]}},
+     f"{V}[0].pathType: must be one of DirectoryOrCreate, Directory, FileOrCreate, File, Socket, CharDevice, "
+     f"BlockDevice (or empty), got 'Dir'"),
+    ("volume: readOnly", {"apiServer": {"extraVolumes": [{**VOL, "readOnly": "yes"}]}},
+     f"{V}[0].readOnly: must be true or false, not a string"),
+    ("volume: bad name", {"apiServer": {"extraVolumes": [{**VOL, "name": "Audit_Log"}]}},
+     f"{V}[0].name: must be a lower-case DNS-1123 label (a-z, 0-9, '-'), got 'Audit_Log'"),
+    ("volume: unknown key", {"apiServer": {"extraVolumes": [{**VOL, "hostpath": "/x"}]}},
+     f"{V}[0].hostpath: unknown field (allowed: name, hostPath, mountPath, readOnly, pathType) "
+     f"(did you mean hostPath?)"),
+    ("volume: duplicate name", {"apiServer": {"extraVolumes": [VOL, {**VOL, "mountPath": "/srv/y"}]}},
+     f"{V}[1].name: duplicate volume name 'x' (also {V}[0])"),
+    ("volume: duplicate mountPath", {"apiServer": {"extraVolumes": [VOL, {**VOL, "name": "y"}]}},
+     f"{V}[1].mountPath: /srv/x is mounted twice (also {V}[0])"),
+    ("volume: mountPath clash", {"apiServer": {"extraVolumes": [{**VOL, "mountPath": "/etc/kubernetes/pki"}]}},
+     f"{V}[0].mountPath: /etc/kubernetes/pki is already mounted by kubeboot's volume 'k8s-certs'"),
+    ("volume: own name", {"scheduler": {"extraVolumes": [{**VOL, "name": "kubeconfig"}]}},
+     "spec.scheduler.extraVolumes[0].name: 'kubeconfig' is kubeboot's own volume (/etc/kubernetes/scheduler.conf); "
+     "choose another name"),
+]
+
+
+@pytest.mark.parametrize("spec,expected", [pytest.param(c[1], list(c[2:]), id=str(c[0]),
+                                                          marks=[needs_flags] if c[0] in FLAG_CASES else [])
+                                             for c in EXTRA_CASES])
+def test_bad_extra_args_and_volumes(spec: dict[str, Any], expected: list[str]) -> None:
+    assert problems(inventory(**spec)) == expected
+
+
+def test_overriding_a_kubeboot_managed_flag_warns() -> None:
+    assert warnings(inventory(etcd={"extraArgs": {"data-dir": "/data/etcd"}})) == [
+        "spec.etcd.extraArgs.data-dir: replaces kubeboot's --data-dir (kubeboot mounts /var/lib/etcd); make sure the "
+        "new value still works on every control plane"]
+
+
+@needs_flags
+def test_older_minors_check_flag_names_against_the_newest_table_as_warnings() -> None:
+    doc = inventory(kubernetesVersion="1.35", apiServer={"extraArgs": {"foo-bar": "1"}})
+    assert warnings(doc) == ["spec.apiServer.extraArgs.foo-bar: kube-apiserver v1.37 has no flag --foo-bar "
+                             "(kubeboot has no flag table for v1.35, so this is not checked)"]
+    cmd = _pods(parse_inventory(doc))["kube-apiserver"]["spec"]["containers"][0]["command"]
+    assert cmd[-1] == "--foo-bar=1"
