@@ -717,6 +717,12 @@ def _stop_hosts(lab: SystemdLab, hosts: Sequence[SystemdHost], timeout: float, g
     """Power hosts off in parallel; SIGKILL the PID 1 of any still up after ``timeout``.  Returns when
     every supervisor has exited."""
     running = [h for h in hosts if lab._launcher_alive(h)]
+    for h in running:  # a frozen process neither shuts down nor dies of SIGKILL until thawed
+        for d in h.cgroups:
+            state = Path(d, "freezer.state")
+            with contextlib.suppress(OSError):
+                if state.exists() and state.read_text().strip() != "THAWED":
+                    state.write_text("THAWED")
     if graceful:
         procs = []
         for h in running:

@@ -198,6 +198,17 @@ def test_reboot_comes_back_with_its_state(systemd_lab: SystemdLab) -> None:
     assert sh(systemd_lab, "h1", "cat /etc/machine-id").strip() == h.machine_id
 
 
+def test_poweroff_and_start(systemd_lab: SystemdLab) -> None:
+    h = systemd_lab.host("h1")
+    systemd_lab.poweroff(h)
+    assert systemd_lab.pid1(h) == 0 and not systemd_lab.port_open(h, 22)
+    with pytest.raises(LabError, match="not running"):
+        systemd_lab.sh_in(h, "true")
+    assert systemd_lab.start(h) < 60
+    assert systemd_lab.sh_in(h, "cat /root/marker").strip() == "kept"
+    assert systemd_lab.unit_state(h, UNIT)["ActiveState"] == "active"
+
+
 def test_containerd_from_the_lab_mirror_runs_containers_with_both_cgroup_drivers(
     systemd_lab: SystemdLab, apt_repo: AptRepo
 ) -> None:
@@ -231,15 +242,16 @@ def test_containerd_from_the_lab_mirror_runs_containers_with_both_cgroup_drivers
     assert systemd_lab.sh_in(h, "findmnt -no FSTYPE /var/lib/containerd").strip() != "overlay"
 
 
-def test_ro_binds_and_teardown_leaves_nothing(systemd_lab_factory: SystemdLabFactory, tmp_path: Path) -> None:
+def test_ro_binds_and_teardown_of_a_frozen_host_leaves_nothing(systemd_lab_factory: SystemdLabFactory, tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "hello").write_text("hi\n")
     lab = systemd_lab_factory(n=1, ro_binds=[(str(shared), "/mnt/shared")])
     assert lab.sh_in("h1", "cat /mnt/shared/hello") == "hi\n"
     assert lab.run_in("h1", ["touch", "/mnt/shared/x"], check=False).returncode != 0
-    with lab.connection("h1") as c:  # a unit running, a session open: teardown must cope
-        c.run("systemctl start kbs-sleeper.service 2>/dev/null || systemd-run --unit kbs-t sleep 600", hide=True)
+    with lab.connection("h1") as c:  # a transient unit running: teardown must cope
+        c.run("systemd-run --unit kbs-t sleep 600", hide=True)
+    lab.freeze("h1")  # ... and with a frozen host (thawed first, else neither poweroff nor SIGKILL ends it)
     hosts = list(lab.hosts)
     t0 = time.monotonic()
     systemd_lab_factory.down(lab)
