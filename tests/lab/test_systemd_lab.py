@@ -120,17 +120,23 @@ def test_kbuser_has_password_sudo_and_nosudo_has_none(systemd_lab: SystemdLab) -
         assert c.sudo("id -u", hide=True, warn=True).failed
 
 
-def test_enable_now_of_a_unit(systemd_lab: SystemdLab) -> None:
+@pytest.fixture(scope="module")
+def sleeper(systemd_lab: SystemdLab) -> str:
+    """UNIT written over SSH and ``systemctl enable --now``-ed on h1 (idempotent); the unit's name."""
     with systemd_lab.connection("h1") as c:
         c.put(io.BytesIO(UNIT_TEXT.encode()), f"/etc/systemd/system/{UNIT}")
         c.run(f"systemctl daemon-reload && systemctl enable --now {UNIT}", hide=True)
-        assert c.run(f"systemctl is-enabled {UNIT}", hide=True).stdout.strip() == "enabled"
+    return UNIT
+
+
+def test_enable_now_of_a_unit(systemd_lab: SystemdLab, sleeper: str) -> None:
+    assert sh(systemd_lab, "h1", f"systemctl is-enabled {UNIT}").strip() == "enabled"
     state = systemd_lab.unit_state("h1", UNIT)
     assert (state["ActiveState"], state["SubState"], state["NRestarts"]) == ("active", "running", "0")
     assert int(state["MainPID"]) > 1 and state["ActiveEnterTimestamp"]
 
 
-def test_kill_main_pid_restarts_the_unit(systemd_lab: SystemdLab) -> None:
+def test_kill_main_pid_restarts_the_unit(systemd_lab: SystemdLab, sleeper: str) -> None:
     before = systemd_lab.unit_state("h1", UNIT)
     old = systemd_lab.kill_main_pid("h1", UNIT)
     assert str(old) == before["MainPID"]
@@ -140,7 +146,7 @@ def test_kill_main_pid_restarts_the_unit(systemd_lab: SystemdLab) -> None:
     assert after["ActiveEnterTimestamp"]  # (the automatic restart re-enters "active": the time moves too)
 
 
-def test_stop_unit(systemd_lab: SystemdLab) -> None:
+def test_stop_unit(systemd_lab: SystemdLab, sleeper: str) -> None:
     systemd_lab.stop_unit("h1", UNIT)
     state = systemd_lab.unit_state("h1", UNIT)
     assert (state["ActiveState"], state["SubState"], state["MainPID"]) == ("inactive", "dead", "0")
@@ -171,7 +177,7 @@ def test_disconnect_and_reconnect(systemd_lab: SystemdLab) -> None:
     systemd_lab.wait_for_ssh("h1", 10)
 
 
-def test_freeze_and_thaw(systemd_lab: SystemdLab) -> None:
+def test_freeze_and_thaw(systemd_lab: SystemdLab, sleeper: str) -> None:
     systemd_lab.freeze("h1")
     try:
         assert systemd_lab.port_open("h1", 22)  # the kernel still accepts
@@ -183,7 +189,7 @@ def test_freeze_and_thaw(systemd_lab: SystemdLab) -> None:
     assert systemd_lab.unit_state("h1", UNIT)["ActiveState"] == "active"
 
 
-def test_reboot_comes_back_with_its_state(systemd_lab: SystemdLab) -> None:
+def test_reboot_comes_back_with_its_state(systemd_lab: SystemdLab, sleeper: str) -> None:
     h = systemd_lab.host("h1")
     old_pid1 = systemd_lab.pid1(h)
     boot_id = systemd_lab.sh_in(h, "cat /proc/sys/kernel/random/boot_id").strip()
