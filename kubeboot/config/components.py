@@ -368,18 +368,15 @@ _ARG_WARNINGS: dict[str, dict[str, str]] = {
             "requestheader-client-ca-file", "root-ca-file", "service-account-private-key-file",
             "cluster-signing-cert-file", "cluster-signing-key-file")},
         "controllers": "joins need the bootstrapsigner and tokencleaner controllers",
-        "bind-address": "the liveness probe checks 127.0.0.1:10257",
     },
     "kube-scheduler": {
         **{f: "kubeboot's kubeconfig" for f in ("kubeconfig", "authentication-kubeconfig",
                                                  "authorization-kubeconfig")},
-        "bind-address": "the probes check 127.0.0.1:10259",
     },
     "etcd": {
         **{f: "kubeboot's etcd PKI files" for f in ("cert-file", "key-file", "trusted-ca-file", "peer-cert-file",
                                                    "peer-key-file", "peer-trusted-ca-file")},
         "data-dir": "kubeboot mounts /var/lib/etcd",
-        "listen-metrics-urls": "the probes check http://127.0.0.1:2381",
         "client-cert-auth": "kubeboot's etcd clients authenticate with certificates",
         "peer-client-cert-auth": "kubeboot's etcd peers authenticate with certificates",
     },

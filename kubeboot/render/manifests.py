@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -41,9 +42,12 @@ def _flags(binary: str, args: dict[str, str], extra: Sequence[Arg] = ()) -> list
 
 
 def _probe(host: str, path: str, scheme: str, initial: int, failure: int, period: int) -> dict[str, Any]:
+    get = {"host": host, "path": path, "port": PROBE_PORT, "scheme": scheme}
+    if not host:
+        del get["host"]  # omitempty: the kubelet probes the pod IP (= the node's, hostNetwork)
     probe: dict[str, Any] = {
         "failureThreshold": failure,
-        "httpGet": {"host": host, "path": path, "port": PROBE_PORT, "scheme": scheme},
+        "httpGet": get,
         "periodSeconds": period,
         "timeoutSeconds": 15,
     }
@@ -156,6 +160,33 @@ def _ca_volumes(ca_dirs: Sequence[str]) -> list[HostPathMount]:
     return vols
 
 
+def _last(extra: Sequence[Arg], name: str) -> str | None:
+    """kubeadm GetArgValue(args, name, -1): the last value given for a flag."""
+    values = [a.value for a in extra if a.name == name]
+    return values[-1] if values else None
+
+
+def _probe_address(extras: ComponentExtras) -> str:
+    """kubeadm Get{ControllerManager,Scheduler}ProbeAddress: the user's --bind-address, none for a wildcard."""
+    addr = _last(extras.extra_args, "bind-address")
+    if addr is None:
+        return "127.0.0.1"
+    return "" if addr in ("0.0.0.0", "::") else addr
+
+
+def _etcd_probe(extras: ComponentExtras, loopback: str) -> tuple[str, int, str]:
+    """kubeadm GetEtcdProbeEndpoint: host, port and scheme of the first --listen-metrics-urls URL."""
+    value = _last(extras.extra_args, "listen-metrics-urls")
+    if value is None:
+        return loopback, 2381, "HTTP"
+    try:
+        url = urlsplit(value.split(",")[0])
+        port = url.port
+    except ValueError:
+        return loopback, 2381, "HTTP"
+    return url.hostname or loopback, port or 2381, "HTTPS" if url.scheme == "https" else "HTTP"
+
+
 def _image(cfg: ClusterConfig, component: str) -> str:
     return f"{cfg.image_repository}/{component}:{cfg.version.tag.replace('+', '_')}"
 
@@ -235,7 +266,7 @@ def controller_manager(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = 
     return _pod(
         "kube-controller-manager", _image(cfg, "kube-controller-manager"),
         _flags("kube-controller-manager", args, extras.extra_args), 10257, "200m",
-        _probes("127.0.0.1", "HTTPS", "/healthz", None, "/healthz"), _with_extras(volumes, extras), None,
+        _probes(_probe_address(extras), "HTTPS", "/healthz", None, "/healthz"), _with_extras(volumes, extras), None,
     )
 
 
@@ -251,7 +282,7 @@ def scheduler(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
     extras = cfg.components.scheduler
     return _pod(
         "kube-scheduler", _image(cfg, "kube-scheduler"), _flags("kube-scheduler", args, extras.extra_args), 10259,
-        "100m", _probes("127.0.0.1", "HTTPS", "/livez", "/readyz", "/livez"),
+        "100m", _probes(_probe_address(extras), "HTTPS", "/livez", "/readyz", "/livez"),
         _with_extras([_hostpath("kubeconfig", kubeconfig, "FileOrCreate", True)], extras), None,
     )
 
@@ -294,9 +325,10 @@ def etcd(cfg: ClusterConfig, host: Host, initial_cluster: str | None = None) -> 
     if index > 0 or initial_cluster is not None:
         args["initial-cluster-state"] = "existing"
     image = f"{cfg.image_repository}/etcd:{cfg.version.facts.etcd_image_tag}"
+    probe_host, probe_port, probe_scheme = _etcd_probe(cfg.components.etcd, loopback)
     return _pod(
-        "etcd", image, _flags("etcd", args, cfg.components.etcd.extra_args), 2381, "100m",
-        _probes(loopback, "HTTP", "/livez", "/readyz", "/readyz"),
+        "etcd", image, _flags("etcd", args, cfg.components.etcd.extra_args), probe_port, "100m",
+        _probes(probe_host, probe_scheme, "/livez", "/readyz", "/readyz"),
         [_hostpath("etcd-data", ETCD_DATA_DIR, "DirectoryOrCreate", False),
          _hostpath("etcd-certs", f"{PKI}/etcd", "DirectoryOrCreate", False)],
         {"kubeadm.kubernetes.io/etcd.advertise-client-urls": f"https://{adv}:2379"},

@@ -236,7 +236,8 @@ EXTRAS = {
 
 def _pods(cfg: ClusterConfig, host: str = "cp2") -> dict[str, dict[str, Any]]:
     h = cfg.host(host)
-    return {"kube-apiserver": manifests.apiserver(cfg, h), "kube-controller-manager": manifests.controller_manager(cfg, h),
+    return {"kube-apiserver": manifests.apiserver(cfg, h),
+            "kube-controller-manager": manifests.controller_manager(cfg, h),
             "kube-scheduler": manifests.scheduler(cfg, h), "etcd": manifests.etcd(cfg, h)}
 
 
@@ -343,7 +344,8 @@ EXTRA_CASES = [
      f"{A}[0].name: kube-apiserver has no flag --audit-log-pth (did you mean audit-log-path?)"),
     ("unknown etcd flag, mapping form", {"etcd": {"extraArgs": {"quota-backend": "1"}}},
      "spec.etcd.extraArgs.quota-backend: etcd has no flag --quota-backend (did you mean quota-backend-bytes?)"),
-    ("scheduler flag on the controller-manager", {"controllerManager": {"extraArgs": {"percentage-of-nodes-to-score": "50"}}},
+    ("scheduler flag on the controller-manager",
+     {"controllerManager": {"extraArgs": {"percentage-of-nodes-to-score": "50"}}},
      "spec.controllerManager.extraArgs.percentage-of-nodes-to-score: kube-controller-manager has no flag "
      "--percentage-of-nodes-to-score"),
     ("leading dashes", {"apiServer": {"extraArgs": [{"name": "--v", "value": "2"}]}},
@@ -415,3 +417,18 @@ def test_older_minors_check_flag_names_against_the_newest_table_as_warnings() ->
                              "(kubeboot has no flag table for v1.35, so this is not checked)"]
     cmd = _pods(parse_inventory(doc))["kube-apiserver"]["spec"]["containers"][0]["command"]
     assert cmd[-1] == "--foo-bar=1"
+
+
+def test_probes_follow_bind_address_and_listen_metrics_urls_as_in_kubeadm() -> None:
+    cfg = parse_inventory(inventory(controllerManager={"extraArgs": {"bind-address": "0.0.0.0"}},
+                                    scheduler={"extraArgs": {"bind-address": "10.0.0.12"}},
+                                    etcd={"extraArgs": {"listen-metrics-urls": "https://127.0.0.1:2382,http://[::1]:9"}}))
+    pods = _pods(cfg)
+    kcm = pods["kube-controller-manager"]["spec"]["containers"][0]
+    assert kcm["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probe-port", "scheme": "HTTPS"}
+    sched = pods["kube-scheduler"]["spec"]["containers"][0]
+    assert sched["readinessProbe"]["httpGet"]["host"] == "10.0.0.12"
+    etcd = pods["etcd"]["spec"]["containers"][0]
+    assert etcd["startupProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": "probe-port",
+                                               "scheme": "HTTPS"}
+    assert etcd["ports"] == [{"containerPort": 2382, "name": "probe-port", "protocol": "TCP"}]
