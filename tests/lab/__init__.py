@@ -1,4 +1,4 @@
-"""Multi-host SSH lab for kubeboot tests: see tests/lab/README.md."""
+"""Multi-host SSH lab for kubeboot tests (light hosts: Lab; systemd hosts: SystemdLab): see tests/lab/README.md."""
 
 from .lab import (
     KBUSER,
@@ -11,12 +11,15 @@ from .lab import (
     prerequisites,
     teardown,
 )
+from .systemd import SystemdHost, SystemdLab
 
 __all__ = [
     "KBUSER",
     "KBUSER_PASSWORD",
     "NOSUDO_PASSWORD",
     "NOSUDO_USER",
+    "SystemdHost",
+    "SystemdLab",
     "Host",
     "Lab",
     "LabError",
