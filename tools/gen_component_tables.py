@@ -36,8 +36,9 @@ COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "et
 DEFAULT_KUBELET_MODULE = "0.37.2"
 DEFAULT_VERSION = "1.37.2"
 
-# pflag help lines: "      --name type   text" or "  -v, --v Level  text"; etcd: "  --name 'default'".
-_PFLAG = re.compile(r"^\s+(?:-[A-Za-z], )?--([a-z0-9][a-z0-9.-]*)(?:\s+([a-zA-Z][a-zA-Z0-9<>,]*)\b)?")
+# pflag help lines: "      --name type   text" or "  -v, --v Level   text" (a boolean has no type; the text
+# starts after a run of spaces; wrapped text lines are indented far deeper); etcd: "  --name 'default'".
+_PFLAG = re.compile(r"^  (?:-[A-Za-z], |    )--([a-z0-9][a-z0-9.-]*)(?: (\S+))?(?: {2,}|$)")
 _ETCD = re.compile(r"^ {2}--([a-z0-9][a-z0-9.-]*)")
 
 

@@ -287,13 +287,14 @@ def parse_kubelet_config(raw: object, path: str, runtime: ContainerRuntime, p: P
             p.error(f"{path}.{key}", f"owned by kubeboot ({ours}): {why}" if ours is not True
                     else f"owned by kubeboot: {why}")
     checked = _check_struct({k: v for k, v in raw.items() if k not in _KUBELET_OWNED_ERRORS}, fields, path, "", p)
-    if checked is _INVALID or not isinstance(checked, dict):
-        return {}
-    driver = checked.get("cgroupDriver")
-    if driver is not None and driver != runtime.cgroup_driver:
+    driver = raw.get("cgroupDriver")
+    if driver in _ENUMS["cgroupDriver"] and driver != runtime.cgroup_driver:
+        # containerd 1.6 has no CRI RuntimeConfig call, so a mismatch would go unnoticed until pods misbehave
         p.error(f"{path}.cgroupDriver", f"{driver!r} disagrees with spec.containerRuntime.cgroupDriver "
                                         f"{runtime.cgroup_driver!r}: the kubelet and containerd must use the same "
                                         f"driver; set it once, in spec.containerRuntime.cgroupDriver")
+        return {}
+    if checked is _INVALID or not isinstance(checked, dict):
         return {}
     for dotted, why in _KUBELET_OWNED_WARNINGS.items():
         present, v = _lookup(checked, dotted)
