@@ -88,6 +88,12 @@ class Variant:
     # further control planes / workers / load balancers after the init node (kubeboot inventory only)
     other_hosts: tuple[str, ...] = ()
     lb_mode: str = "none"
+    # extraArgs/extraVolumes: the inventory's spec keys (YAML, indented for spec) and the same settings written
+    # independently in kubeadm's shape (lines under apiServer:, under etcd.local:, and top-level sections)
+    inventory_extra: str = ""
+    kubeadm_api_server: str = ""
+    kubeadm_etcd_local: str = ""
+    kubeadm_extra: str = ""
 
     def inventory(self) -> str:
         hosts = [f"    - {{name: {self.node}, address: '{self.address}', roles: [control-plane]}}"]
@@ -115,7 +121,7 @@ spec:
     caValidityDays: {self.ca_validity_days}
   containerRuntime:
     cgroupDriver: systemd
-  hosts:
+{self.inventory_extra}  hosts:
 {chr(10).join(hosts)}
 """
 
@@ -147,10 +153,10 @@ networking:
   dnsDomain: {self.dns_domain}
 apiServer:
   certSANs: [{sans}]
-etcd:
+{self.kubeadm_api_server}etcd:
   local:
     dataDir: /var/lib/etcd
-"""
+{self.kubeadm_etcd_local}{self.kubeadm_extra}"""
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -176,6 +182,65 @@ VARIANTS: tuple[Variant, ...] = (
     # IPv6 single stack: bracketed URLs, ::1 loopbacks for etcd and its probes, the IPv6 service VIP.
     Variant("ipv6", "cp-v6", "fd00:10::11", "[fd00:10::100]:6443", "fd00:244::/56", "fd00:96::/112",
             "cluster.local", ("api.example.test", "fd00:10::200"), "ECDSA-P256"),
+    # extraArgs (an override of a default, a repeated flag, the inventory's mapping form, YAML numbers) and
+    # extraVolumes (with and without pathType, read-only, one replacing the ca-certs volume) on all four
+    # components, written independently for kubeadm. (The KubeletConfiguration override is not compared here:
+    # these kubeadm phases do not write the kubelet's files; refcheck validates kubeboot's.)
+    Variant("extras", "cp1", "10.0.0.11", "lb.example.test:6443", "10.244.0.0/16", "10.96.0.0/12", "cluster.local",
+            ("api.example.test",), "RSA-2048",
+            inventory_extra="""\
+  apiServer:
+    extraArgs:
+      - {name: enable-admission-plugins, value: 'NodeRestriction,PodNodeSelector'}
+      - {name: audit-log-path, value: /var/log/kubernetes/audit/audit.log}
+      - {name: tls-cipher-suites, value: TLS_AES_128_GCM_SHA256}
+      - {name: tls-cipher-suites, value: TLS_AES_256_GCM_SHA384}
+      - {name: authorization-config, value: /etc/kubernetes/authz.yaml}
+    extraVolumes:
+      - {name: audit-log, hostPath: /var/log/kubernetes/audit, mountPath: /var/log/kubernetes/audit,
+         pathType: DirectoryOrCreate}
+      - {name: authz, hostPath: /etc/kubernetes/authz.yaml, mountPath: /etc/kubernetes/authz.yaml, readOnly: true}
+      - {name: ca-certs, hostPath: /etc/pki/tls/certs, mountPath: /etc/ssl/certs, readOnly: true,
+         pathType: DirectoryOrCreate}
+  controllerManager:
+    extraArgs: {terminated-pod-gc-threshold: 100, bind-address: 0.0.0.0}
+    extraVolumes:
+      - {name: flex, hostPath: /opt/flex, mountPath: /opt/flex, pathType: Directory}
+  scheduler:
+    extraArgs: [{name: v, value: '4'}]
+  etcd:
+    extraArgs: {quota-backend-bytes: '8589934592', snapshot-count: '5000'}
+""",
+            kubeadm_api_server="""\
+  extraArgs:
+  - {name: enable-admission-plugins, value: 'NodeRestriction,PodNodeSelector'}
+  - {name: audit-log-path, value: /var/log/kubernetes/audit/audit.log}
+  - {name: tls-cipher-suites, value: TLS_AES_128_GCM_SHA256}
+  - {name: tls-cipher-suites, value: TLS_AES_256_GCM_SHA384}
+  - {name: authorization-config, value: /etc/kubernetes/authz.yaml}
+  extraVolumes:
+  - {name: audit-log, hostPath: /var/log/kubernetes/audit, mountPath: /var/log/kubernetes/audit,
+     pathType: DirectoryOrCreate}
+  - {name: authz, hostPath: /etc/kubernetes/authz.yaml, mountPath: /etc/kubernetes/authz.yaml, readOnly: true}
+  - {name: ca-certs, hostPath: /etc/pki/tls/certs, mountPath: /etc/ssl/certs, readOnly: true,
+     pathType: DirectoryOrCreate}
+""",
+            kubeadm_etcd_local="""\
+    extraArgs:
+    - {name: quota-backend-bytes, value: '8589934592'}
+    - {name: snapshot-count, value: '5000'}
+""",
+            kubeadm_extra="""\
+controllerManager:
+  extraArgs:
+  - {name: terminated-pod-gc-threshold, value: '100'}
+  - {name: bind-address, value: 0.0.0.0}
+  extraVolumes:
+  - {name: flex, hostPath: /opt/flex, mountPath: /opt/flex, pathType: Directory}
+scheduler:
+  extraArgs:
+  - {name: v, value: '4'}
+"""),
 )
 
 
