@@ -12,7 +12,8 @@
 #                        cni-portmap cni-loopback cni-flannel
 #
 # The addons (for tests/reference/images.py): coredns at kubeadm's CoreDNSVersion; flanneld and
-# flannel-install-conf from github.com/flannel-io/flannel; the CNI plugins into
+# flannel-install-conf from github.com/flannel-io/flannel (flanneld without the TencentCloud VPC backend,
+# whose SDK the Go proxy does not serve); the CNI plugins into
 # v<K8S_VERSION>/cni-bin/<plugin> (cni-flannel is the flannel meta plugin of
 # github.com/containernetworking/plugins v0.9.1, its last release with it; see images.py).
 #
@@ -249,7 +250,7 @@ build_spec() {
     etcdutl) echo "$SRC/etcd go.etcd.io/etcd/etcdutl/v3" ;;
     refcheck) echo "$SRC/k8s ./refcheck" ;;
     coredns) echo "$SRC/coredns github.com/coredns/coredns" ;;
-    flanneld) echo "$SRC/flannel github.com/flannel-io/flannel" ;;
+    flanneld) echo "$SRC/flannel ./cmd/flanneld" ;;
     flannel-install-conf) echo "$SRC/flannel github.com/flannel-io/flannel/cmd/install_conf" ;;
     cni-bridge|cni-loopback) echo "$SRC/cni github.com/containernetworking/plugins/plugins/main/${1#cni-}" ;;
     cni-host-local) echo "$SRC/cni github.com/containernetworking/plugins/plugins/ipam/host-local" ;;
@@ -298,6 +299,7 @@ stamp_of() {  # what a cached binary must have been built from
   if [[ "$1" == refcheck ]]; then
     s+=" src=$(cat "$SRC/k8s/refcheck/"*.go | sha256sum | cut -c1-16)"   # the copy being built
   fi
+  [[ "$1" != flanneld ]] || s+=" src=$(sha256sum <"$SRC/flannel/cmd/flanneld/main.go" | cut -c1-16)"
   addon="$(addon_of "$1")"
   [[ -z "$addon" ]] || s+=" addon=$addon"
   echo "$s"
@@ -355,7 +357,16 @@ done
 ((need_etcd)) && gen_etcd_module
 ((need_k8s)) && gen_k8s_module
 ((need_coredns)) && gen_dep_module "$SRC/coredns" github.com/coredns/coredns "$COREDNS_VERSION"
-((need_flannel)) && gen_dep_module "$SRC/flannel" github.com/flannel-io/flannel "$FLANNEL_VERSION"
+if ((need_flannel)); then
+  gen_dep_module "$SRC/flannel" github.com/flannel-io/flannel "$FLANNEL_VERSION"
+  # flanneld is flannel's own main.go minus one blank import: the TencentCloud VPC backend, whose SDK module
+  # (github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc) the Go module proxy does not serve (403).
+  flannel_main="$(mod_field "github.com/flannel-io/flannel@v$FLANNEL_VERSION" Dir)/main.go"
+  mkdir -p "$SRC/flannel/cmd/flanneld"
+  grep -v '^[[:space:]]*_ "github.com/flannel-io/flannel/pkg/backend/tencentvpc"$' "$flannel_main" \
+    | write_if_changed "$SRC/flannel/cmd/flanneld/main.go" || true
+  [[ "$(grep -c tencentvpc "$SRC/flannel/cmd/flanneld/main.go")" == 0 ]] || die "could not drop tencentvpc from $flannel_main"
+fi
 ((need_cni)) && gen_dep_module "$SRC/cni" github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION"
 ((need_cni_flannel)) && gen_dep_module "$SRC/cni-flannel" github.com/containernetworking/plugins "$CNI_FLANNEL_SRC_VERSION"
 COREDNS_COMMIT="v$COREDNS_VERSION"   # upstream: `git describe --dirty --always` (the tag, on a release)
