@@ -432,3 +432,16 @@ def test_probes_follow_bind_address_and_listen_metrics_urls_as_in_kubeadm() -> N
     assert etcd["startupProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": "probe-port",
                                                "scheme": "HTTPS"}
     assert etcd["ports"] == [{"containerPort": 2382, "name": "probe-port", "protocol": "TCP"}]
+
+
+@needs_flags
+def test_every_flag_kubeboot_renders_is_in_the_flag_table() -> None:
+    """The generated tables agree with the manifests: kubeboot's own flags are all known to the 1.37 binaries."""
+    from kubeboot.config.components import flag_table
+
+    _minor, tables = flag_table("1.37")
+    cfg = parse_inventory(inventory(networking={"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12",
+                                                "nodeCIDRMaskSize": 25}))
+    for component, pod in _pods(cfg).items():
+        names = {c[2:].split("=", 1)[0] for c in pod["spec"]["containers"][0]["command"][1:]}
+        assert names - set(tables[component]) == set(), component
