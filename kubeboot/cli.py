@@ -29,6 +29,24 @@ class _Group(click.Group):
                         output.error(f"warning: {p}")
             output.error(exc.message, exc.hint)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            # the API server's own refusals (403, 404, 409, ...) from the kubernetes client: one short line
+            status = getattr(exc, "status", None)
+            if ctx.meta.get("kubeboot.debug") or not isinstance(status, int) or not hasattr(exc, "reason"):
+                raise
+            output.error(f"the API server answered {status} {getattr(exc, 'reason', '')}: {_api_message(exc)}",
+                         "check the credentials (--kubeconfig) and that the control plane is healthy")
+            sys.exit(6)
+
+
+def _api_message(exc: Exception) -> str:
+    import json
+
+    body = getattr(exc, "body", None) or getattr(exc, "summary", lambda: "")()
+    try:
+        return str(json.loads(body).get("message", body))
+    except (TypeError, ValueError, AttributeError):
+        return str(body or exc)[:300]
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -31,7 +31,7 @@ from kubeboot.plan.artifact import Artifact
 from kubeboot.render import kubeconfig as kcfg
 from kubeboot.render import manifests
 from kubeboot.render.cluster import local_api_url, render_host
-from kubeboot.render.node import instance_config, kubeadm_flags_env, kubelet_config_file
+from kubeboot.render.node import instance_config, kubeadm_flags_env, kubelet_config_file, kubelet_dropin
 
 BOOTSTRAP_USER = "tls-bootstrap-token-user"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -145,7 +145,9 @@ def _kubelet_files(req: JoinRequest, kubelet_cfg: dict[str, Any]) -> list[Artifa
     ip = req.node_ip or req.advertise_address
     if ip:
         args["node-ip"] = ip
-    return [kubelet_config_file(doc), instance_config(req.cri_socket), kubeadm_flags_env(args)]
+    # the drop-in too: a kubeboot node has no kubeadm package to ship it, and without it the packaged unit starts
+    # the kubelet with no flags at all (no --config, no bootstrap kubeconfig)
+    return [kubelet_config_file(doc), instance_config(req.cri_socket), kubeadm_flags_env(args), kubelet_dropin()]
 
 
 def _write(req: JoinRequest, artifacts: list[Artifact], result: JoinResult) -> None:

@@ -158,7 +158,24 @@ def ensure_admin_binding(admin: k8s.ApiClient, super_admin: k8s.ApiClient | None
                 return Objects(super_admin).apply(body)
             raise
 
-    return retry(attempt, retry_on=lambda e: getattr(e, "status", 0) != 403)
+    outcome = retry(attempt, retry_on=lambda e: getattr(e, "status", 0) != 403)
+    wait_cluster_admin(admin)
+    return outcome
+
+
+def wait_cluster_admin(api: k8s.ApiClient, timeout: float = API_TIMEOUT) -> None:
+    """Until the credentials may do everything: right after an API server starts, the binding can exist before
+    the RBAC post-start hook has created the `cluster-admin` ClusterRole it refers to (kubeadm retries every
+    call; kubeboot waits once, bounded, here)."""
+    review = k8s.V1SelfSubjectAccessReview(spec=k8s.V1SelfSubjectAccessReviewSpec(
+        resource_attributes=k8s.V1ResourceAttributes(verb="*", group="*", resource="*")))
+
+    def allowed() -> None:
+        res = k8s.AuthorizationV1Api(api).create_self_subject_access_review(review)
+        if not (res.status and res.status.allowed):
+            raise ApiException(status=403, reason="not yet a cluster admin")
+
+    retry(allowed, timeout=timeout)
 
 
 # --- bootstrap tokens --------------------------------------------------------------------------------

@@ -68,6 +68,13 @@ def kubelet_config_file(doc: dict[str, Any]) -> Artifact:
                     .encode(), 0o644)
 
 
+def kubelet_dropin() -> Artifact:
+    """The systemd drop-in that makes the packaged kubelet.service read kubeadm's files (what the kubeadm package
+    ships; kubeboot nodes have no kubeadm package, so kubeboot writes it)."""
+    return Artifact("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+                    render_template("10-kubeadm.conf.j2", kubelet_path=KUBELET_BINARY), 0o644)
+
+
 def kubeadm_flags(cfg: ClusterConfig, host: Host) -> Artifact:
     """kubeboot always passes --node-ip (the inventory address) so that a node with several interfaces
     (Vagrant's shared NAT 10.0.2.15, cloud VMs) registers the address the cluster uses, and
@@ -84,8 +91,7 @@ def node_artifacts(cfg: ClusterConfig, host: Host) -> list[Artifact]:
     out = [
         kubelet_config_file(kubelet_node_config(cfg)),
         kubeadm_flags(cfg, host),
-        Artifact("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
-                 render_template("10-kubeadm.conf.j2", kubelet_path=KUBELET_BINARY), 0o644),
+        kubelet_dropin(),
         Artifact("/etc/containerd/config.toml",
                  render_template("containerd-config.toml.j2", version=cfg.version.version, sandbox_image=sandbox,
                                  cgroup_driver=cfg.runtime.cgroup_driver,
