@@ -151,8 +151,23 @@ def check_service_manager(ctx: PhaseContext, host: Host, f: HostFacts) -> list[F
     return []
 
 
+def check_cgroups(ctx: PhaseContext, host: Host, f: HostFacts) -> list[Finding]:
+    """kubeadm's SystemVerification on cgroups: kubelets since 1.35 refuse cgroup v1 unless failCgroupV1 is
+    false, so a v1 host fails at kubelet start, long after the run began. Say it here, with the fix."""
+    if not host.is_node or f.cgroup_fs in ("", "cgroup2fs"):
+        return []
+    if ctx.config.kubelet_config.get("failCgroupV1") is False:
+        return [Finding("CgroupsV1", host.name, "the host uses cgroup v1, which Kubernetes deprecated; the kubelet "
+                                                "runs only because spec.kubelet.config.failCgroupV1 is false",
+                        "warning")]
+    return [Finding("CgroupsV1", host.name, f"the host uses cgroup v1 (/sys/fs/cgroup is {f.cgroup_fs}): the "
+                                            f"kubelet refuses to start on it; boot with cgroup v2 "
+                                            f"(systemd.unified_cgroup_hierarchy=1) or set "
+                                            f"spec.kubelet.config.failCgroupV1: false")]
+
+
 HOST_CHECKS: tuple[HostCheck, ...] = (
-    check_privileged, check_swap, check_ports, check_binaries, check_kernel, check_runtime, check_resources,
+    check_privileged, check_cgroups, check_swap, check_ports, check_binaries, check_kernel, check_runtime, check_resources,
     check_selinux_firewall, check_hostname, check_package_manager, check_service_manager,
 )
 

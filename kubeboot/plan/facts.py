@@ -61,6 +61,7 @@ class HostFacts:
     # containerd's k8s.io namespace, `ctr images ls`: name -> target digest (the CRI also lists each image by its
     # ID, `sha256:<config digest>`). Empty when containerd is not running.
     images: Mapping[str, str] = field(default_factory=dict)
+    cgroup_fs: str = ""  # file system type of /sys/fs/cgroup: cgroup2fs (v2) or tmpfs (v1 / hybrid)
 
     @property
     def package_manager(self) -> str | None:
@@ -104,6 +105,7 @@ m firewall-ports; command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --list
 m versions; for b in containerd kubelet kubeadm; do command -v $b >/dev/null 2>&1 && echo "$b=$($b --version 2>/dev/null | head -1)"; done; command -v kubectl >/dev/null 2>&1 && echo "kubectl=$(kubectl version --client 2>/dev/null | head -1)"
 m files; for f in {quoted}; do [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
 m dirs; for d in {dirs}; do [ -d "$d" ] && echo "$d"; done
+m cgroup-fs; stat -fc %T /sys/fs/cgroup 2>/dev/null
 m images; if command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then timeout 30 ctr -n k8s.io images ls 2>/dev/null | awk 'NR>1 {{print $1, $3}}'; fi
 m end
 """
@@ -176,4 +178,5 @@ def parse_facts(output: str) -> HostFacts:
                                  if p.endswith("/tcp")),
         fstab_swap=bool(s.get("fstab-swap")),
         images=_kv(s.get("images", []), " "),
+        cgroup_fs=(s.get("cgroup-fs") or [""])[0].strip(),
     )

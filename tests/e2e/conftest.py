@@ -25,6 +25,7 @@ def inventory(lab: Lab, path: Path, hosts: int = 5, **spec_overrides: object) ->
         "metadata": {"name": "lab"},
         "spec": {
             "controlPlaneEndpoint": f"{lab.host('h1').address}:6443",
+            "kubelet": {"config": {"failCgroupV1": False}},  # this machine is cgroup v1 (preflight CgroupsV1)
             "ssh": {"user": "root", "keyPath": str(lab.key_path)},
             "hosts": [{"name": f"h{i}", "address": str(lab.host(f"h{i}").address), "roles": ROLES[f"h{i}"]}
                       for i in range(1, hosts + 1)],

@@ -39,6 +39,7 @@ def _inventory(lab: Lab, path: Path, hosts: dict[str, str], bastion: str | None 
         "spec": {
             "kubernetesVersion": "1.37.2",
             "controlPlaneEndpoint": f"{lab.host(first).address}:6443",
+            "kubelet": {"config": {"failCgroupV1": False}},  # this machine is cgroup v1 (preflight CgroupsV1)
             "loadBalancer": {"mode": "none"},
             "ssh": ssh,
             "hosts": [{"name": h, "address": str(lab.host(h).address), "roles": [role]} for h, role in hosts.items()],

@@ -23,6 +23,7 @@ def _inventory(lab: Lab, repo: AptRepo, path: Path) -> Path:
         "spec": {
             "kubernetesVersion": "1.37.2",
             "controlPlaneEndpoint": f"{lab.host('h1').address}:6443",
+            "kubelet": {"config": {"failCgroupV1": False}},  # this machine is cgroup v1 (preflight CgroupsV1)
             "loadBalancer": {"mode": "none"},
             "packages": {"aptRepository": repo.server.sources_line},
             "ssh": {"user": "root", "keyPath": str(lab.key_path)},

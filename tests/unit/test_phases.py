@@ -238,12 +238,19 @@ aa11bb22cc33dd44ee55ff6677889900aa11bb22cc33dd44ee55ff6677889900 644 kube wheel 
 @@kubeboot dirs
 /etc/pki/ca-trust
 /etc/pki/tls/certs
+@@kubeboot cgroup-fs
+tmpfs
+@@kubeboot images
+registry.k8s.io/pause:3.10.2 sha256:8ad5367f98b561c0188e6fc84c9fab2bbcd1f09dab96683ec58a9ad97e2972ef
 @@kubeboot end
 """
 
 
 def test_parse_facts_reads_every_section() -> None:
     f = parse_facts(CAPTURED)
+    assert f.cgroup_fs == "tmpfs"
+    assert dict(f.images) == {"registry.k8s.io/pause:3.10.2":
+                              "sha256:8ad5367f98b561c0188e6fc84c9fab2bbcd1f09dab96683ec58a9ad97e2972ef"}
     assert (f.os_id, f.os_version, f.os_like) == ("rocky", "9.4", ("rhel", "centos", "fedora"))
     assert f.arch == "x86_64"
     assert f.hostname == "CP1"
@@ -813,3 +820,14 @@ def test_select_only_and_skip_by_path() -> None:
 def test_select_unknown_path_is_an_error(only: tuple[str, ...], skip: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="unknown phase"):
         select(UP, only, skip)
+
+
+def test_cgroup_v1_nodes_need_fail_cgroup_v1_false(cl: Cluster) -> None:
+    v1 = {n: converged(cl, n, cgroup_fs="tmpfs") for n in HOSTS}
+    assert only(checks(ctx_for(cl, v1), cl), "CgroupsV1") == [(n, "error") for n in NODES]  # not lb1: no kubelet
+    doc = copy.deepcopy(DOC)
+    doc["spec"]["kubelet"] = {"config": {"failCgroupV1": False}}
+    allowed = ctx_for(cl, v1, cfg=parse_inventory(doc))
+    assert only(checks(allowed, cl), "CgroupsV1") == [(n, "warning") for n in NODES]
+    v2 = {n: converged(cl, n, cgroup_fs="cgroup2fs") for n in HOSTS}
+    assert only(checks(ctx_for(cl, v2), cl), "CgroupsV1") == []
