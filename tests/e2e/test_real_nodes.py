@@ -84,6 +84,7 @@ def test_services_enabled_and_started_by_systemd(cluster: Cluster) -> None:
     assert "ran `systemctl enable kubelet`" in out
     assert out.index("ran `systemctl daemon-reload`") < out.index("ran `systemctl restart kubelet`: the kubelet is not")
     assert "Systemd" not in out  # the preflight check passed: systemd is PID 1
+    assert "warning CgroupsV1: the host uses cgroup v1" in out  # read from the host; allowed by the override
 
 
 def test_kubelet_runs_kubeboots_static_pods_from_the_archives(cluster: Cluster) -> None:
