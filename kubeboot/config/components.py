@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 from kubeboot.config.model import HOST_PATH_TYPES, Arg, ContainerRuntime, HostPathMount
+from kubeboot.config.typenames import typename
 
 KUBELET_TABLE = "kubelet-config-v1beta1.json"
 FLAG_TABLE_MINORS = ("1.37",)  # minors with a flag table of their own (flags-<minor>.json)
@@ -52,24 +53,6 @@ def flag_table(minor: str) -> tuple[str, dict[str, dict[str, str]]]:
     except FileNotFoundError:  # a source checkout before the table was generated: names go unchecked
         return own, {}
     return own, {k: v for k, v in doc.items() if isinstance(v, dict)}
-
-
-def _typename(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return type(value).__name__
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:
@@ -163,12 +146,12 @@ def _check_value(value: object, t: Mapping[str, Any], path: str, rule: str, p: P
         return _INVALID
     if kind == "struct":
         if not isinstance(value, Mapping):
-            p.error(path, f"must be a mapping, not {_typename(value)}")
+            p.error(path, f"must be a mapping, not {typename(value)}")
             return _INVALID
         return _check_struct(value, t["fields"], path, rule, p)
     if kind == "map":
         if not isinstance(value, Mapping):
-            p.error(path, f"must be a mapping, not {_typename(value)}")
+            p.error(path, f"must be a mapping, not {typename(value)}")
             return _INVALID
         out: dict[str, Any] = {}
         for k, v in value.items():
@@ -181,7 +164,7 @@ def _check_value(value: object, t: Mapping[str, Any], path: str, rule: str, p: P
         return out if len(out) == len(value) else _INVALID
     if kind == "list":
         if not isinstance(value, list):
-            p.error(path, f"must be a list, not {_typename(value)}")
+            p.error(path, f"must be a list, not {typename(value)}")
             return _INVALID
         items = [_check_value(v, t["items"], f"{path}[{i}]", f"{rule}[]", p) for i, v in enumerate(value)]
         return _INVALID if any(i is _INVALID for i in items) else items
@@ -206,7 +189,7 @@ def _check_scalar(value: object, t: Mapping[str, Any], path: str, p: Problems) -
     if kind == "bool":
         if isinstance(value, bool):
             return value
-        p.error(path, f"must be true or false, not {_typename(value)}")
+        p.error(path, f"must be true or false, not {typename(value)}")
     elif kind == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             bits, signed = int(t["bits"]), bool(t["signed"])
@@ -215,17 +198,17 @@ def _check_scalar(value: object, t: Mapping[str, Any], path: str, p: Problems) -
                 return value
             p.error(path, f"{value} does not fit a {t['go']} ({lo}..{hi})")
         else:
-            p.error(path, f"must be an integer, not {_typename(value)}")
+            p.error(path, f"must be an integer, not {typename(value)}")
     elif kind == "float":
         if is_number:
             return value
-        p.error(path, f"must be a number, not {_typename(value)}")
+        p.error(path, f"must be a number, not {typename(value)}")
     elif kind == "string":
         if isinstance(value, str):
             return value
         if is_number:
             return str(value)  # YAML `cpu: 1` in a string map: the kubelet's decoder wants "1"
-        p.error(path, f"must be a string, not {_typename(value)}")
+        p.error(path, f"must be a string, not {typename(value)}")
     elif kind in ("duration", "duration-or-int"):
         if isinstance(value, str) and _DURATION.match(value):
             return value
@@ -277,7 +260,7 @@ def parse_kubelet_config(raw: object, path: str, runtime: ContainerRuntime, p: P
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        p.error(path, f"must be a mapping of KubeletConfiguration fields, not {_typename(raw)}")
+        p.error(path, f"must be a mapping of KubeletConfiguration fields, not {typename(raw)}")
         return {}
     fields = kubelet_fields()
     for key, (ours, why) in _KUBELET_OWNED_ERRORS.items():
@@ -407,7 +390,7 @@ def parse_extra_args(raw: object, path: str, component: str, minor: str, p: Prob
         for i, item in enumerate(raw):
             ip = f"{path}[{i}]"
             if not isinstance(item, Mapping):
-                p.error(ip, f"must be a mapping {{name: ..., value: ...}}, not {_typename(item)}")
+                p.error(ip, f"must be a mapping {{name: ..., value: ...}}, not {typename(item)}")
                 continue
             for key in item:
                 if key not in ("name", "value"):
@@ -419,7 +402,7 @@ def parse_extra_args(raw: object, path: str, component: str, minor: str, p: Prob
             entries.append((f"{ip}.name", item["name"], item.get("value", "")))
     else:
         p.error(path, f"must be a list of {{name, value}} or a mapping of flag names to values, "
-                      f"not {_typename(raw)}")
+                      f"not {typename(raw)}")
         return ()
     used_minor, tables = flag_table(minor)
     known = tables.get(component, {})
@@ -437,7 +420,7 @@ def parse_extra_args(raw: object, path: str, component: str, minor: str, p: Prob
             continue
         text = _arg_value(value)
         if text is None:
-            p.error(vpath, f"must be a string, not {_typename(value)}")
+            p.error(vpath, f"must be a string, not {typename(value)}")
             continue
         if known and name not in known:
             hint = _did_you_mean(name, list(known))
@@ -468,7 +451,7 @@ def _abs_path(m: Mapping[str, Any], key: str, ip: str, p: Problems) -> str | Non
         p.error(f"{ip}.{key}", "required field is missing")
         return None
     if not isinstance(value, str) or not value:
-        p.error(f"{ip}.{key}", f"must be a non-empty string, not {_typename(value)}")
+        p.error(f"{ip}.{key}", f"must be a non-empty string, not {typename(value)}")
         return None
     if not value.startswith("/"):
         p.error(f"{ip}.{key}", f"must be an absolute path, got {value!r}")
@@ -487,7 +470,7 @@ def parse_extra_volumes(raw: object, path: str, own: Mapping[str, tuple[str, boo
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        p.error(path, f"must be a list of {{name, hostPath, mountPath, readOnly, pathType}}, not {_typename(raw)}")
+        p.error(path, f"must be a list of {{name, hostPath, mountPath, readOnly, pathType}}, not {typename(raw)}")
         return ()
     own_paths = {mp: name for name, (mp, _r) in own.items()}
     names: dict[str, int] = {}
@@ -496,7 +479,7 @@ def parse_extra_volumes(raw: object, path: str, own: Mapping[str, tuple[str, boo
     for i, item in enumerate(raw):
         ip = f"{path}[{i}]"
         if not isinstance(item, Mapping):
-            p.error(ip, f"must be a mapping, not {_typename(item)}")
+            p.error(ip, f"must be a mapping, not {typename(item)}")
             continue
         ok = True
         for key in item:
@@ -520,7 +503,7 @@ def parse_extra_volumes(raw: object, path: str, own: Mapping[str, tuple[str, boo
         mount_path = _abs_path(item, "mountPath", ip, p)
         read_only = item.get("readOnly", False)
         if not isinstance(read_only, bool):
-            p.error(f"{ip}.readOnly", f"must be true or false, not {_typename(read_only)}")
+            p.error(f"{ip}.readOnly", f"must be true or false, not {typename(read_only)}")
             ok = False
         path_type = item.get("pathType", "")
         if path_type is None:

@@ -41,6 +41,7 @@ from kubeboot.config.components import (
     parse_extra_volumes,
     parse_kubelet_config,
 )
+from kubeboot.config.typenames import typename
 from kubeboot.config.versions import DEFAULT_MINOR, KubernetesVersion, resolve_version
 from kubeboot.errors import ConfigError, Problem
 
@@ -174,19 +175,9 @@ def _mapping(value: object, path: str, p: _Problems, allowed: set[str]) -> Mappi
 
 
 def _typename(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return type(value).__name__
+    # Unlike the component settings, the inventory's own fields name a float by its Python type
+    # ("must be an integer, not float"); kept so their messages do not change.
+    return type(value).__name__ if isinstance(value, float) else typename(value)
 
 
 def _join(path: str, key: str) -> str:
