@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -76,15 +77,22 @@ def _blob_path(digest: str) -> str:
     return "blobs/sha256/" + digest.split(":", 1)[1]
 
 
+def _objects(doc: object, empty: str, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The items of a JSON list of objects, each checked as it is reached (so an earlier item's own problem is
+    reported first); `empty` is the message when `doc` is not a non-empty list, `label` names an item."""
+    if not isinstance(doc, list) or not doc:
+        raise ArchiveError(empty)
+    for i, item in enumerate(doc):
+        if not isinstance(item, dict):
+            raise ArchiveError(f"{label}[{i}] is not an object")
+        yield i, item
+
+
 def _oci(tf: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> list[ArchivedImage]:
     index = _json(tf, members, "index.json")
     manifests = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(manifests, list) or not manifests:
-        raise ArchiveError("index.json lists no manifests")
     out = []
-    for i, desc in enumerate(manifests):
-        if not isinstance(desc, dict):
-            raise ArchiveError(f"index.json manifests[{i}] is not an object")
+    for i, desc in _objects(manifests, "index.json lists no manifests", "index.json manifests"):
         digest = desc.get("digest", "")
         if not isinstance(digest, str) or not _DIGEST.match(digest):
             raise ArchiveError(f"index.json manifests[{i}] has no sha256 digest")
@@ -113,12 +121,8 @@ def _oci(tf: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> list[Archi
 
 def _docker(tf: tarfile.TarFile, members: dict[str, tarfile.TarInfo]) -> list[ArchivedImage]:
     manifest = _json(tf, members, "manifest.json")
-    if not isinstance(manifest, list) or not manifest:
-        raise ArchiveError("manifest.json lists no images")
     out = []
-    for i, entry in enumerate(manifest):
-        if not isinstance(entry, dict):
-            raise ArchiveError(f"manifest.json[{i}] is not an object")
+    for i, entry in _objects(manifest, "manifest.json lists no images", "manifest.json"):
         config = entry.get("Config", "")
         if not isinstance(config, str) or config not in members:
             raise ArchiveError(f"manifest.json[{i}] names config {config!r}, which is not in the archive")
