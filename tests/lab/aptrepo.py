@@ -23,7 +23,6 @@ only regenerated when the set of .debs changed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -45,6 +44,7 @@ import pytest
 
 from tests.reference.binaries import build_command, cache_root, ref_bin
 
+from .common import locked
 from .lab import GATEWAY, SAFE_ENV, netns_socket
 
 if TYPE_CHECKING:
@@ -237,18 +237,6 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive flock on ``path`` (concurrent pytest sessions share the cache and repo dir)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _read_json(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text())
@@ -341,7 +329,7 @@ def resolve_debian_debs(extra_roots: list[str]) -> list[dict[str, str]]:
 def fetch_debian_debs(cache: Path, extra_roots: list[str]) -> list[Path]:
     """Resolve (cached per apt-lists state) and download (only what the cache lacks) the Debian .debs."""
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / ".lock"):
+    with locked(cache / ".lock"):
         state_path = cache / "resolved.json"
         key = {"lists": _apt_lists_signature(), "roots": sorted(set(DEBIAN_PACKAGES) | set(extra_roots))}
         state = _read_json(state_path)
@@ -487,7 +475,7 @@ def build_repo(dest: Path, k8s_version: str = "1.37.2", *, cache: Path | None = 
     pkgs = harness_packages(k8s_version)
     cache = cache if cache is not None else cache_root() / "debs"
     dest.mkdir(parents=True, exist_ok=True)
-    with _locked(dest / ".lock"):
+    with locked(dest / ".lock"):
         stamps_dir = dest / ".stamps"
         stamps_dir.mkdir(exist_ok=True)
         manifest: dict[str, dict[str, str]] = {}

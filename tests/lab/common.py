@@ -10,16 +10,20 @@ controller namespace, a ProxyCommand, fabric connections with strict host keys).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import fcntl
+import json
 import os
 import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Self, Sequence
 
 if TYPE_CHECKING:
     from .fabric_conn import LabConnection
@@ -160,6 +164,26 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def comm(pid: int) -> str:
+    """The process's command name ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Exclusive flock on ``path`` (concurrent pytest sessions share caches below it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def gen_ed25519(comment: str) -> tuple[bytes, str]:
     """(OpenSSH private key, public key line)."""
     from cryptography.hazmat.primitives import serialization
@@ -222,23 +246,62 @@ class BaseHost:
     machine_id: str = ""
     host_key: str = ""
 
+    @property
+    def log_path(self) -> Path:
+        """The host's log on the machine (its init's or console output; per kind)."""
+        raise NotImplementedError
+
 
 def host_address(index: int) -> str:
     return f"{SUBNET}.{10 + index}"
 
 
 class LabClient:
-    """The client-facing half of a lab: network, keys, client files and the ways in.
+    """The client-facing half of a lab: network, keys, client files and the ways in, and the state file
+    through which any process can attach to a lab and tear it down.
 
-    Subclasses set ``name``, ``dir``, ``ctl_netns`` and ``hosts`` and may override
-    :meth:`_host_alive` and :meth:`_log_tail` (used in error messages)."""
+    Each kind sets the class attributes below, calls ``super().__init__`` and provides ``up`` (through
+    :meth:`_start`), ``_up``, ``down``, ``_running_pid1``, ``_from_state`` and ``_kind_state``; it may override
+    :meth:`_host_alive` and :meth:`_abort`."""
+
+    #: what messages call a lab of this kind ("lab", "systemd lab")
+    what: str
+    #: the module whose CLI has ``down --name LAB``
+    cli: str
+    #: lab dir = ``<dir_prefix><name>``; namespaces ``<netns_prefix><name>-ctl`` and ``-h<N>``
+    dir_prefix: str
+    netns_prefix: str
+    host_class: type[BaseHost]
+    #: the keys of lab.json in file order (common ones and the kind's own)
+    state_keys: tuple[str, ...]
+    #: the namespaces :meth:`run_in` enters
+    nsenter_flags: tuple[str, ...]
 
     name: str
+    n: int
+    ephemeral: bool
+    owner_pid: int
     dir: Path
     ctl_netns: str
     hosts: Sequence[BaseHost]
 
+    def __init__(self, name: str, n: int, ephemeral: bool) -> None:
+        if not valid_lab_name(name):
+            raise ValueError("lab name: 1-40 characters of [A-Za-z0-9_-]")
+        if not 1 <= n <= MAX_HOSTS:
+            raise ValueError(f"1 <= n <= {MAX_HOSTS}")
+        self.name = name
+        self.n = n
+        self.ephemeral = ephemeral
+        self.dir = Path(f"{self.dir_prefix}{name}")
+        self.ctl_netns = f"{self.netns_prefix}{name}-ctl"
+        self.owner_pid = os.getpid()
+
     # -- paths -----------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "lab.json"
+
     @property
     def key_path(self) -> Path:
         """Workstation-side private key, authorised for root, kbuser and nosudo on every host."""
@@ -261,12 +324,155 @@ class LabClient:
                 return h
         raise KeyError(f"no host {ref!r} in lab {self.name}")
 
+    def _host_fields(self) -> list[dict[str, Any]]:
+        """Name, index, address, network namespace and directory of each host ``h1..hN``."""
+        return [
+            {
+                "name": f"h{i}",
+                "index": i,
+                "address": host_address(i),
+                "netns": f"{self.netns_prefix}{self.name}-h{i}",
+                "root": str(self.dir / "hosts" / f"h{i}"),
+            }
+            for i in range(1, self.n + 1)
+        ]
+
     # -- hooks -------------------------------------------------------------------------------
     def _host_alive(self, h: BaseHost) -> bool:
         return not h.init_pid or alive(h.init_pid)
 
     def _log_tail(self, h: BaseHost, n: int = 15) -> str:
-        return ""
+        """The last ``n`` lines of the host's log, for error messages."""
+        try:
+            return " | ".join(h.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def _running_pid1(self, h: BaseHost) -> int:
+        """The host's PID 1 for :meth:`run_in`, 0 when the host is not running."""
+        raise NotImplementedError
+
+    def _up(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def down(self) -> None:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        """Remove what a failed :meth:`_up` made."""
+        self.down()
+
+    @classmethod
+    def _from_state(cls, name: str, state: dict[str, Any]) -> Self:
+        """A lab object with the kind's options from lab.json (hosts and owner are set by :meth:`attach`)."""
+        raise NotImplementedError
+
+    def _kind_state(self) -> dict[str, Any]:
+        """The kind's own fields of lab.json."""
+        raise NotImplementedError
+
+    # -- state -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        common = {
+            "name": self.name,
+            "n": self.n,
+            "ephemeral": self.ephemeral,
+            "owner_pid": self.owner_pid,
+            "ctl_netns": self.ctl_netns,
+            "key": str(self.key_path),
+            "known_hosts": str(self.known_hosts),
+            "ssh_config": str(self.ssh_config),
+            "proxy_command": self.proxy_command(),
+            "hosts": [asdict(h) for h in self.hosts],
+        }
+        state: dict[str, Any] = dict.fromkeys(self.state_keys)  # update() keeps this key order
+        state.update(common)
+        state.update(self._kind_state())
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+    def _save_if_owner(self) -> None:
+        if self.state_path.exists():
+            self._save()
+
+    @classmethod
+    def attach(cls, name: str = "default") -> Self:
+        """Open a lab started elsewhere (from its state file)."""
+        path = Path(f"{cls.dir_prefix}{name}") / "lab.json"
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LabError(f"no {cls.what} {name!r} ({path} does not exist)") from None
+        lab = cls._from_state(name, state)
+        lab.owner_pid = state.get("owner_pid", 0)
+        lab.hosts = [cls.host_class(**h) for h in state["hosts"]]
+        return lab
+
+    @classmethod
+    def list_labs(cls) -> list[str]:
+        """Labs of this kind on the machine: a lab dir or a controller namespace (a half-removed lab)."""
+        parent, stem = Path(cls.dir_prefix).parent, Path(cls.dir_prefix).name
+        names = {p.name[len(stem) :] for p in parent.glob(stem + "*") if p.is_dir()}
+        with contextlib.suppress(FileNotFoundError):
+            for ns in os.listdir("/run/netns"):
+                if ns.startswith(cls.netns_prefix) and ns.endswith("-ctl"):
+                    names.add(ns[len(cls.netns_prefix) : -len("-ctl")])
+        return sorted(names)
+
+    # -- up and the context manager ----------------------------------------------------------------
+    def _start(self, timeout: float, problems: list[str]) -> Self:
+        """The frame of ``up()``: refuse on ``problems`` (the kind's prerequisites) or a lab of this name
+        that exists, run :meth:`_up`, and on any error remove what it made (:meth:`_abort`)."""
+        if problems:
+            raise LabError("; ".join(problems))
+        if self.state_path.exists() or Path(f"/run/netns/{self.ctl_netns}").exists():
+            raise LabError(f"{self.what} {self.name!r} already exists: "
+                           f"`python -m {self.cli} down --name {self.name}` first")  # fmt: skip
+        try:
+            self._up(timeout)
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    def up(self) -> Self:
+        """Start the lab (each kind: ``up(timeout=...)`` with its own default, through :meth:`_start`)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.up()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    # -- inside a host -------------------------------------------------------------------------
+    def sh_in(self, host: str | int | BaseHost, script: str, check: bool = True) -> str:
+        """``sh -c script`` inside ``host``; return stdout."""
+        return self.run_in(host, ["sh", "-c", script], check=check).stdout
+
+    def run_in(
+        self,
+        host: str | int | BaseHost,
+        argv: Sequence[str],
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as root in the namespaces of ``host``'s PID 1 (nsenter; no SSH involved)."""
+        h = self.host(host)
+        pid = self._running_pid1(h)
+        if not pid:
+            raise LabError(f"{h.name}: host is not running")
+        cmd = ["nsenter", "-t", str(pid), *self.nsenter_flags, "--", *argv]
+        p = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, env=SAFE_ENV, cwd="/", timeout=timeout, check=False
+        )
+        if check and p.returncode != 0:
+            raise LabError(f"{h.name}: {' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
+        return p
 
     # -- set-up --------------------------------------------------------------------------------
     def _make_network(self) -> None:

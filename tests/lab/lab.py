@@ -21,10 +21,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Sequence
+from typing import Any, Self, Sequence
 
 # re-exported: tests, aptrepo and fixtures import these from here
 from .common import CLONE_NEWNET as CLONE_NEWNET
@@ -49,6 +48,7 @@ from .common import netns_pids as netns_pids
 from .common import netns_socket as netns_socket
 from .common import valid_lab_name as valid_lab_name
 from .common import alive
+from .common import comm as _comm
 from .common import all_pids as _all_pids
 from .common import ancestors as _ancestors
 from .common import gen_ed25519 as _gen_ed25519
@@ -185,30 +185,25 @@ class Lab(LabClient):
     re-opens a running lab from its state file (another process started it).
     """
 
+    what = "lab"
+    cli = "tests.lab"
+    dir_prefix = LAB_DIR_PREFIX
+    netns_prefix = NETNS_PREFIX
+    host_class = Host
+    state_keys = ("name", "n", "overlay", "tmpfs", "ephemeral", "owner_pid", "ctl_netns", "gateway", "key",
+                  "known_hosts", "ssh_config", "proxy_command", "hosts")  # fmt: skip
+    nsenter_flags = ("--net", "--mount", "--uts", "--ipc", "--pid")
+
     def __init__(
         self, name: str = "default", n: int = 5, overlay: bool = False, ephemeral: bool = False, tmpfs: bool = True
     ) -> None:
-        if not valid_lab_name(name):
-            raise ValueError("lab name: 1-40 characters of [A-Za-z0-9_-]")
-        if not 1 <= n <= MAX_HOSTS:
-            raise ValueError(f"1 <= n <= {MAX_HOSTS}")
-        self.name = name
-        self.n = n
+        super().__init__(name, n, ephemeral)
         self.overlay = overlay
-        self.ephemeral = ephemeral
         #: lab dir on its own tmpfs (default): the disk here needs ~1 ms per mkdir/unlink, which made
         #: up/down 2x slower; ``tmpfs=False`` keeps host files on disk (large data)
         self.tmpfs = tmpfs
-        self.dir = Path(f"{LAB_DIR_PREFIX}{name}")
-        self.ctl_netns = f"{NETNS_PREFIX}{name}-ctl"
         self.hosts: list[Host] = []
-        self.owner_pid = os.getpid()
         self._launchers: list[subprocess.Popen[bytes]] = []
-
-    # -- paths -----------------------------------------------------------------------------
-    @property
-    def state_path(self) -> Path:
-        return self.dir / "lab.json"
 
     def host(self, ref: str | int | BaseHost) -> Host:
         """A host by object, name (``"h2"``), address or 1-based index."""
@@ -217,86 +212,23 @@ class Lab(LabClient):
         return h
 
     # -- state -----------------------------------------------------------------------------
-    def _save(self) -> None:
-        state = {
-            "name": self.name,
-            "n": self.n,
-            "overlay": self.overlay,
-            "tmpfs": self.tmpfs,
-            "ephemeral": self.ephemeral,
-            "owner_pid": self.owner_pid,
-            "ctl_netns": self.ctl_netns,
-            "gateway": GATEWAY,
-            "key": str(self.key_path),
-            "known_hosts": str(self.known_hosts),
-            "ssh_config": str(self.ssh_config),
-            "proxy_command": self.proxy_command(),
-            "hosts": [asdict(h) for h in self.hosts],
-        }
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_path)
+    def _kind_state(self) -> dict[str, Any]:
+        return {"overlay": self.overlay, "tmpfs": self.tmpfs, "gateway": GATEWAY}
 
     @classmethod
-    def attach(cls, name: str = "default") -> Lab:
-        """Open a lab started elsewhere (from its state file)."""
-        path = Path(f"{LAB_DIR_PREFIX}{name}") / "lab.json"
-        try:
-            state = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise LabError(f"no lab {name!r} ({path} does not exist)") from None
-        lab = cls(name, state["n"], state["overlay"], state.get("ephemeral", False), state.get("tmpfs", True))
-        lab.owner_pid = state.get("owner_pid", 0)
-        lab.hosts = [Host(**h) for h in state["hosts"]]
-        return lab
-
-    @staticmethod
-    def list_labs() -> list[str]:
-        names = {p.name[len("kubeboot-lab-") :] for p in Path("/tmp").glob("kubeboot-lab-*") if p.is_dir()}
-        with contextlib.suppress(FileNotFoundError):
-            for ns in os.listdir("/run/netns"):
-                if ns.startswith(NETNS_PREFIX) and ns.endswith("-ctl"):
-                    names.add(ns[len(NETNS_PREFIX) : -len("-ctl")])
-        return sorted(names)
-
-    # -- context manager ------------------------------------------------------------------------
-    def __enter__(self) -> Lab:
-        return self.up()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.down()
+    def _from_state(cls, name: str, state: dict[str, Any]) -> Self:
+        return cls(name, state["n"], state["overlay"], state.get("ephemeral", False), state.get("tmpfs", True))
 
     # -- up ---------------------------------------------------------------------------------
-    def up(self, timeout: float = 30.0) -> Lab:
+    def up(self, timeout: float = 30.0) -> Self:
         """Create namespaces, files and sshds; return when every sshd sends its banner."""
-        problems = prerequisites()
-        if problems:
-            raise LabError("; ".join(problems))
-        if self.state_path.exists() or Path(f"/run/netns/{self.ctl_netns}").exists():
-            raise LabError(f"lab {self.name!r} already exists: `python -m tests.lab down --name {self.name}` first")
-        try:
-            self._up(timeout)
-        except BaseException:
-            self.down()
-            raise
-        return self
+        return self._start(timeout, prerequisites())
 
     def _up(self, timeout: float) -> None:
         _mkdir(self.dir, 0o755)
         if self.tmpfs:
             _run(["mount", "-t", "tmpfs", "-o", "mode=755,size=50%", "kubeboot-lab", str(self.dir)])
-        self.hosts = [
-            Host(
-                name=f"h{i}",
-                index=i,
-                address=host_address(i),
-                netns=f"{NETNS_PREFIX}{self.name}-h{i}",
-                root=str(self.dir / "hosts" / f"h{i}"),
-            )
-            for i in range(1, self.n + 1)
-        ]
+        self.hosts = [Host(**fields) for fields in self._host_fields()]
         self._save()  # early, so that `down` finds whatever a crash leaves behind
         self._make_network()
         pub = self._make_key()
@@ -441,29 +373,8 @@ class Lab(LabClient):
                     raise LabError(f"{h.name}: no init process after {timeout}s")
                 time.sleep(0.005)
 
-    def run_in(
-        self,
-        host: str | int | Host,
-        argv: Sequence[str],
-        input: str | None = None,
-        check: bool = True,
-        timeout: float = 60.0,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` as root inside all of ``host``'s namespaces (nsenter; no SSH involved)."""
-        h = self.host(host)
-        if not h.init_pid or not _alive(h.init_pid):
-            raise LabError(f"{h.name}: host is not running")
-        cmd = ["nsenter", "-t", str(h.init_pid), "--net", "--mount", "--uts", "--ipc", "--pid", "--", *argv]
-        p = subprocess.run(
-            cmd, input=input, capture_output=True, text=True, env=SAFE_ENV, cwd="/", timeout=timeout, check=False
-        )
-        if check and p.returncode != 0:
-            raise LabError(f"{h.name}: {' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
-        return p
-
-    def sh_in(self, host: str | int | Host, script: str, check: bool = True) -> str:
-        """``sh -c script`` inside ``host``; return stdout."""
-        return self.run_in(host, ["sh", "-c", script], check=check).stdout
+    def _running_pid1(self, h: BaseHost) -> int:
+        return h.init_pid if h.init_pid and _alive(h.init_pid) else 0
 
     # -- per-host fault injection ----------------------------------------------------------------
     def sshd_running(self, host: str | int | Host) -> bool:
@@ -477,7 +388,7 @@ class Lab(LabClient):
         if drop_sessions:
             pidns = _link_inode(h.init_pid, "pid")
             for pid in _all_pids():
-                if pid != h.init_pid and _link_inode(pid, "pid") == pidns and self._comm(pid) == "sshd":
+                if pid != h.init_pid and _link_inode(pid, "pid") == pidns and _comm(pid) == "sshd":
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
         self.wait_port_closed(h, SSH_PORT, timeout)
@@ -625,24 +536,6 @@ class Lab(LabClient):
                 p.wait(timeout=1)
         self._launchers.clear()
 
-    # -- internals -------------------------------------------------------------------------------
-    def _save_if_owner(self) -> None:
-        if self.state_path.exists():
-            self._save()
-
-    @staticmethod
-    def _comm(pid: int) -> str:
-        try:
-            return Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            return ""
-
-    def _log_tail(self, h: BaseHost, n: int = 15) -> str:
-        assert isinstance(h, Host)
-        try:
-            return " | ".join(h.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
 
 
 SSHD_CONFIG = """\

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -27,11 +26,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tests.reference.binaries import cache_root
 
-from .common import KBUSER, NOSUDO_USER, PASSWORD_HASHES, SAFE_ENV, USER_IDS
+from .common import KBUSER, NOSUDO_USER, PASSWORD_HASHES, SAFE_ENV, USER_IDS, locked
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -179,17 +177,6 @@ def cached(mirror: str | None = None) -> Path | None:
     return root if (root.parent / "build.json").is_file() else None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _run(argv: list[str], log: Path, timeout: float) -> None:
     with open(log, "ab") as out:
         out.write(f"\n$ {' '.join(argv)}\n".encode())
@@ -215,7 +202,7 @@ def ensure_base(
     digest = digest_of(inp)
     top = cache or rootfs_dir()
     final = top / digest
-    with _locked(top / f".lock-{digest}"):
+    with locked(top / f".lock-{digest}"):
         if not force and (final / "build.json").is_file():
             return BaseRootfs(final / "root", digest, time.monotonic() - t0, built=False)
         if final.exists() and in_use(final / "root"):

@@ -32,14 +32,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Callable, Sequence
+from typing import Any, Callable, Self, Sequence
 
 from . import rootfs
 from .common import (
-    MAX_HOSTS,
     SAFE_ENV,
     USER_IDS,
     BaseHost,
@@ -48,8 +46,8 @@ from .common import (
     alive,
     all_pids,
     children,
+    comm,
     gen_ed25519,
-    host_address,
     ip_batch,
     lab_netns_names,
     link_inode,
@@ -57,7 +55,6 @@ from .common import (
     netns_pids,
     ns_inode,
     run,
-    valid_lab_name,
     write,
 )
 
@@ -249,25 +246,25 @@ class SystemdLab(LabClient):
     every host)]``, read-only (e.g. an images directory)."""
 
     kind = "systemd"
+    what = "systemd lab"
+    cli = "tests.lab.systemd"
+    dir_prefix = LAB_DIR_PREFIX
+    netns_prefix = NETNS_PREFIX
+    host_class = SystemdHost
+    state_keys = ("kind", "name", "n", "ephemeral", "owner_pid", "ctl_netns", "base", "ro_binds", "key",
+                  "known_hosts", "ssh_config", "proxy_command", "hosts")  # fmt: skip
+    #: every namespace of the host's PID 1, its root and working directory
+    nsenter_flags = ("-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w")
 
     def __init__(
         self, name: str = "default", n: int = 3, ro_binds: Sequence[tuple[str, str]] = (), ephemeral: bool = False
     ) -> None:
-        if not valid_lab_name(name):
-            raise ValueError("lab name: 1-40 characters of [A-Za-z0-9_-]")
-        if not 1 <= n <= MAX_HOSTS:
-            raise ValueError(f"1 <= n <= {MAX_HOSTS}")
+        super().__init__(name, n, ephemeral)
         for src, dst in ro_binds:
             if not os.path.isabs(src) or not os.path.isabs(dst) or ":" in src + dst:
                 raise ValueError(f"ro_binds: absolute paths without ':' expected, not {src!r} -> {dst!r}")
-        self.name = name
-        self.n = n
         self.ro_binds = [(str(s), str(d)) for s, d in ro_binds]
-        self.ephemeral = ephemeral
-        self.dir = Path(f"{LAB_DIR_PREFIX}{name}")
-        self.ctl_netns = f"{NETNS_PREFIX}{name}-ctl"
         self.hosts: list[SystemdHost] = []
-        self.owner_pid = os.getpid()
         self.base = ""
         #: the supervisors this process started (reaped at teardown)
         self._launchers: dict[str, subprocess.Popen[bytes]] = {}
@@ -277,10 +274,6 @@ class SystemdLab(LabClient):
     # light-lab compatibility: aptrepo's use_as_mirror/remove_machine_packages need a private /usr
     overlay = True
 
-    @property
-    def state_path(self) -> Path:
-        return self.dir / "lab.json"
-
     def host(self, ref: str | int | BaseHost) -> SystemdHost:
         """A host by object, name (``"h2"``), address or 1-based index."""
         h = super().host(ref)
@@ -288,75 +281,23 @@ class SystemdLab(LabClient):
         return h
 
     # -- state ---------------------------------------------------------------------------------
-    def _save(self) -> None:
-        state = {
-            "kind": self.kind,
-            "name": self.name,
-            "n": self.n,
-            "ephemeral": self.ephemeral,
-            "owner_pid": self.owner_pid,
-            "ctl_netns": self.ctl_netns,
-            "base": self.base,
-            "ro_binds": self.ro_binds,
-            "key": str(self.key_path),
-            "known_hosts": str(self.known_hosts),
-            "ssh_config": str(self.ssh_config),
-            "proxy_command": self.proxy_command(),
-            "hosts": [asdict(h) for h in self.hosts],
-        }
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_path)
+    def _kind_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base": self.base, "ro_binds": self.ro_binds}
 
     @classmethod
-    def attach(cls, name: str = "default") -> SystemdLab:
-        """Open a lab started elsewhere (from its state file)."""
-        path = Path(f"{LAB_DIR_PREFIX}{name}") / "lab.json"
-        try:
-            state = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise LabError(f"no systemd lab {name!r} ({path} does not exist)") from None
+    def _from_state(cls, name: str, state: dict[str, Any]) -> Self:
         lab = cls(name, state["n"], [tuple(b) for b in state["ro_binds"]], state.get("ephemeral", False))
-        lab.owner_pid = state.get("owner_pid", 0)
         lab.base = state.get("base", "")
-        lab.hosts = [SystemdHost(**h) for h in state["hosts"]]
         return lab
 
-    @staticmethod
-    def list_labs() -> list[str]:
-        names = {p.name[len(Path(LAB_DIR_PREFIX).name):] for p in Path(LAB_DIR_PREFIX).parent.glob(
-            Path(LAB_DIR_PREFIX).name + "*") if p.is_dir()}  # fmt: skip
-        with contextlib.suppress(FileNotFoundError):
-            for ns in os.listdir("/run/netns"):
-                if ns.startswith(NETNS_PREFIX) and ns.endswith("-ctl"):
-                    names.add(ns[len(NETNS_PREFIX) : -len("-ctl")])
-        return sorted(names)
-
-    # -- context manager ------------------------------------------------------------------------
-    def __enter__(self) -> SystemdLab:
-        return self.up()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.down()
-
     # -- up ----------------------------------------------------------------------------------
-    def up(self, timeout: float = 120.0) -> SystemdLab:
+    def up(self, timeout: float = 120.0) -> Self:
         """Build (or reuse) the base, start every host, wait until each is ``running`` with 0 failed
         units and answers SSH.  On any error everything started is torn down again."""
-        problems = prerequisites()
-        if problems:
-            raise LabError("; ".join(problems))
-        if self.state_path.exists() or Path(f"/run/netns/{self.ctl_netns}").exists():
-            raise LabError(f"systemd lab {self.name!r} already exists: "
-                           f"`python -m tests.lab.systemd down --name {self.name}` first")  # fmt: skip
-        try:
-            self._up(timeout)
-        except BaseException:
-            self.down(graceful=False)
-            raise
-        return self
+        return self._start(timeout, prerequisites())
+
+    def _abort(self) -> None:
+        self.down(graceful=False)
 
     def _up(self, timeout: float) -> None:
         t0 = time.monotonic()
@@ -367,17 +308,7 @@ class SystemdLab(LabClient):
         self.base = str(base.root)
         self.timings["base"] = base.seconds
         mkdir(self.dir, 0o755)
-        self.hosts = [
-            SystemdHost(
-                name=f"h{i}",
-                index=i,
-                address=host_address(i),
-                netns=f"{NETNS_PREFIX}{self.name}-h{i}",
-                root=str(self.dir / "hosts" / f"h{i}"),
-                machine=f"{NETNS_PREFIX}{self.name}-h{i}",
-            )
-            for i in range(1, self.n + 1)
-        ]
+        self.hosts = [SystemdHost(**fields, machine=fields["netns"]) for fields in self._host_fields()]
         self._save()  # early, so that `down` finds whatever a crash leaves behind
         t1 = time.monotonic()
         self._make_network()
@@ -484,13 +415,6 @@ class SystemdLab(LabClient):
         assert isinstance(h, SystemdHost)
         return self._launcher_alive(h)
 
-    def _log_tail(self, h: BaseHost, n: int = 15) -> str:
-        assert isinstance(h, SystemdHost)
-        try:
-            return " | ".join(h.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
-
     # -- waiting ---------------------------------------------------------------------------------
     def wait_booted(self, host: str | int | BaseHost, timeout: float = 60.0) -> float:
         """Wait until the host's systemd reports ``running`` (boot finished, 0 failed units) and sshd
@@ -503,7 +427,7 @@ class SystemdLab(LabClient):
             if not self._launcher_alive(h):
                 raise LabError(f"{h.name}: the host stopped while booting: {self._log_tail(h)}")
             pid = self.pid1(h)
-            if pid and _comm(pid) == "systemd":
+            if pid and comm(pid) == "systemd":
                 h.init_pid = pid
                 left = max(1, int(deadline - time.monotonic()))
                 # --wait blocks until start-up finished; before systemd's private socket exists it fails
@@ -524,33 +448,14 @@ class SystemdLab(LabClient):
         return time.monotonic() - t0
 
     # -- inside a host -------------------------------------------------------------------------
-    def run_in(
-        self,
-        host: str | int | BaseHost,
-        argv: Sequence[str],
-        input: str | None = None,
-        check: bool = True,
-        timeout: float = 60.0,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` as root in every namespace of the host's PID 1 (nsenter; no SSH involved).
-        Not confined like the host's own processes (no seccomp filter, all capabilities): test what a
-        host can do over SSH or ``systemd-run``."""
-        h = self.host(host)
+    def _running_pid1(self, h: BaseHost) -> int:
+        # run_in is not confined like the host's own processes (no seccomp filter, all capabilities):
+        # test what a host can do over SSH or ``systemd-run``
+        assert isinstance(h, SystemdHost)
         pid = h.init_pid if h.init_pid and alive(h.init_pid) and self._launcher_alive(h) else self.pid1(h)
-        if not pid:
-            raise LabError(f"{h.name}: host is not running")
-        h.init_pid = pid
-        cmd = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--", *argv]
-        p = subprocess.run(
-            cmd, input=input, capture_output=True, text=True, env=SAFE_ENV, cwd="/", timeout=timeout, check=False
-        )
-        if check and p.returncode != 0:
-            raise LabError(f"{h.name}: {' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
-        return p
-
-    def sh_in(self, host: str | int | BaseHost, script: str, check: bool = True) -> str:
-        """``sh -c script`` inside ``host``; return stdout."""
-        return self.run_in(host, ["sh", "-c", script], check=check).stdout
+        if pid:
+            h.init_pid = pid
+        return pid
 
     # -- units and faults ------------------------------------------------------------------------
     def unit_state(self, host: str | int | BaseHost, unit: str) -> dict[str, str]:
@@ -605,7 +510,7 @@ class SystemdLab(LabClient):
         if drop_sessions:
             pidns = link_inode(self.pid1(h), "pid")
             for pid in all_pids():
-                if link_inode(pid, "pid") == pidns and _comm(pid) == "sshd":
+                if link_inode(pid, "pid") == pidns and comm(pid) == "sshd":
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
         self.wait_port_closed(h, h.port, timeout)
@@ -694,17 +599,6 @@ class SystemdLab(LabClient):
         teardown(self.name, self.hosts, timeout=timeout, graceful=graceful, lab=self)
         self._launchers.clear()
 
-    def _save_if_owner(self) -> None:
-        if self.state_path.exists():
-            self._save()
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
 
 def _cmdline(pid: int) -> str:
     try:
@@ -729,8 +623,7 @@ def _stop_hosts(lab: SystemdLab, hosts: Sequence[SystemdHost], timeout: float, g
             pid = lab.pid1(h)
             if pid:
                 procs.append(subprocess.Popen(
-                    ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--",
-                     "sh", "-c", PREPARE_POWEROFF],
+                    ["nsenter", "-t", str(pid), *lab.nsenter_flags, "--", "sh", "-c", PREPARE_POWEROFF],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SAFE_ENV,
                 ))  # fmt: skip
         for p in procs:
