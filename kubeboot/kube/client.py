@@ -6,7 +6,10 @@ the encrypted control-plane certificates, and token discovery exactly as kubeadm
 
 from __future__ import annotations
 
+import atexit
 import base64
+import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,11 +63,17 @@ def _client(endpoint: str, ca_pem: bytes | None, token: str | None = None) -> k8
         fh = tempfile.NamedTemporaryFile(prefix="kubeboot-ca-", suffix=".crt", delete=False)
         fh.write(ca_pem)
         fh.close()
-        conf.ssl_ca_cert = fh.name
+        conf.ssl_ca_cert = fh.name  # urllib3 wants a path; removed when kubeboot exits, not left in /tmp
+        atexit.register(_remove, fh.name)
     if token:
         conf.api_key = {"authorization": f"Bearer {token}"}
     conf.retries = 0
     return k8s.ApiClient(conf)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def retry(fn: Callable[[], T], timeout: float = API_TIMEOUT, interval: float = 0.5,
