@@ -16,6 +16,7 @@ import yaml
 
 from kubeboot.config import components
 from kubeboot.config.model import APISERVER_BIND_PORT, Arg, ClusterConfig, ComponentExtras, Host, HostPathMount
+from kubeboot.render.images import component_image, etcd_image
 
 PKI = "/etc/kubernetes/pki"
 ETCD_DATA_DIR = "/var/lib/etcd"
@@ -187,10 +188,6 @@ def _etcd_probe(extras: ComponentExtras, loopback: str) -> tuple[str, int, str]:
     return url.hostname or loopback, port or 2381, "HTTPS" if url.scheme == "https" else "HTTP"
 
 
-def _image(cfg: ClusterConfig, component: str) -> str:
-    return f"{cfg.image_repository}/{component}:{cfg.version.tag.replace('+', '_')}"
-
-
 def apiserver(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = DEFAULT_CA_DIRS) -> dict[str, Any]:
     adv = str(host.address)
     loopback = "::1" if host.address.version == 6 else "127.0.0.1"
@@ -227,7 +224,7 @@ def apiserver(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = DEFAULT_C
     if any(a.name == "authorization-config" for a in extras.extra_args):
         del args["authorization-mode"]  # kubeadm: structured authorization replaces the mode flag altogether
     return _pod(
-        "kube-apiserver", _image(cfg, "kube-apiserver"), _flags("kube-apiserver", args, extras.extra_args),
+        "kube-apiserver", component_image(cfg, "kube-apiserver"), _flags("kube-apiserver", args, extras.extra_args),
         APISERVER_BIND_PORT, "250m", _probes(adv, "HTTPS", "/livez", "/readyz", "/livez"),
         _with_extras(_ca_volumes(ca_dirs), extras),
         {"kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint": f"{_bracket(adv)}:{APISERVER_BIND_PORT}"},
@@ -264,7 +261,7 @@ def controller_manager(cfg: ClusterConfig, host: Host, ca_dirs: Sequence[str] = 
                                  "DirectoryOrCreate", False))
     extras = cfg.components.controller_manager
     return _pod(
-        "kube-controller-manager", _image(cfg, "kube-controller-manager"),
+        "kube-controller-manager", component_image(cfg, "kube-controller-manager"),
         _flags("kube-controller-manager", args, extras.extra_args), 10257, "200m",
         _probes(_probe_address(extras), "HTTPS", "/healthz", None, "/healthz"), _with_extras(volumes, extras), None,
     )
@@ -281,7 +278,7 @@ def scheduler(cfg: ClusterConfig, host: Host) -> dict[str, Any]:
     }
     extras = cfg.components.scheduler
     return _pod(
-        "kube-scheduler", _image(cfg, "kube-scheduler"), _flags("kube-scheduler", args, extras.extra_args), 10259,
+        "kube-scheduler", component_image(cfg, "kube-scheduler"), _flags("kube-scheduler", args, extras.extra_args), 10259,
         "100m", _probes(_probe_address(extras), "HTTPS", "/livez", "/readyz", "/livez"),
         _with_extras([_hostpath("kubeconfig", kubeconfig, "FileOrCreate", True)], extras), None,
     )
@@ -324,7 +321,7 @@ def etcd(cfg: ClusterConfig, host: Host, initial_cluster: str | None = None) -> 
         args["initial-cluster"] = initial_cluster
     if index > 0 or initial_cluster is not None:
         args["initial-cluster-state"] = "existing"
-    image = f"{cfg.image_repository}/etcd:{cfg.version.facts.etcd_image_tag}"
+    image = etcd_image(cfg)
     probe_host, probe_port, probe_scheme = _etcd_probe(cfg.components.etcd, loopback)
     return _pod(
         "etcd", image, _flags("etcd", args, cfg.components.etcd.extra_args), probe_port, "100m",

@@ -13,6 +13,7 @@ import yaml
 from kubeboot.config.components import deep_merge
 from kubeboot.config.model import ClusterConfig, Host
 from kubeboot.plan.artifact import Artifact
+from kubeboot.render.images import pause_image
 from kubeboot.render.templates import render_template
 
 KUBELET_DIR = "/var/lib/kubelet"
@@ -87,7 +88,7 @@ def kubeadm_flags(cfg: ClusterConfig, host: Host) -> Artifact:
 
 def node_artifacts(cfg: ClusterConfig, host: Host) -> list[Artifact]:
     facts = cfg.version.facts
-    sandbox = f"{cfg.image_repository}/pause:{facts.pause_tag}"
+    sandbox = pause_image(cfg)
     out = [
         kubelet_config_file(kubelet_node_config(cfg)),
         kubeadm_flags(cfg, host),
