@@ -11,6 +11,7 @@ import base64
 import ssl
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,25 +68,25 @@ def restart_kubelet() -> str:
     return "kubelet (re)started by systemd"
 
 
-def wait_for_file(path: Path, timeout: float, what: str) -> None:
-    """Poll until a file exists (the kubelet writes kubelet.conf after its TLS bootstrap), bounded."""
+def _poll(done: Callable[[], bool], timeout: float, message: str, hint: str) -> None:
+    """Check `done` every half second until it holds; WaitControlPlaneError(message) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not done():
         if time.monotonic() > deadline:
-            raise WaitControlPlaneError(f"{what}: {path} did not appear within {timeout:.0f}s",
-                                        hint="check the kubelet: journalctl -u kubelet")
+            raise WaitControlPlaneError(message, hint=hint)
         time.sleep(0.5)
+
+
+def wait_for_file(path: Path, timeout: float, what: str) -> None:
+    """Until a file exists (the kubelet writes kubelet.conf after its TLS bootstrap), bounded."""
+    _poll(path.exists, timeout, f"{what}: {path} did not appear within {timeout:.0f}s",
+          "check the kubelet: journalctl -u kubelet")
 
 
 def wait_live(url: str, timeout: float) -> None:
     """Poll the API server's /livez until it answers 200 (kubeadm wait-control-plane), bounded."""
-    deadline = time.monotonic() + timeout
-    while not _livez(url):
-        if time.monotonic() > deadline:
-            raise WaitControlPlaneError(
-                f"the API server at {url} did not become live within {timeout:.0f}s",
-                hint="check the kubelet (journalctl -u kubelet) and the static pods (crictl ps -a)")
-        time.sleep(0.5)
+    _poll(lambda: _livez(url), timeout, f"the API server at {url} did not become live within {timeout:.0f}s",
+          "check the kubelet (journalctl -u kubelet) and the static pods (crictl ps -a)")
 
 
 @dataclass(frozen=True)

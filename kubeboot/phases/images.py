@@ -28,12 +28,12 @@ def wanted_on(ctx: PhaseContext, host: Host, archive: ImageArchive) -> bool:
 
 
 def plan_images(ctx: PhaseContext, host: Host) -> list[Action]:
-    f = ctx.facts[host.name]
+    on_host = ctx.facts[host.name].images
     out: list[Action] = []
     for local, archive in ctx.options.image_archives:
         if not wanted_on(ctx, host, archive):
             continue
-        missing = [i.ref for i in archive.images if not present(i, dict(f.images))]
+        missing = [i.ref for i in archive.images if not present(i, on_host)]
         if not missing:
             continue
         remote = f"{UPLOAD_DIR}/{archive.sha256[7:19]}-{archive.name}"

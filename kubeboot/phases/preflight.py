@@ -167,7 +167,8 @@ def check_cgroups(ctx: PhaseContext, host: Host, f: HostFacts) -> list[Finding]:
 
 
 HOST_CHECKS: tuple[HostCheck, ...] = (
-    check_privileged, check_cgroups, check_swap, check_ports, check_binaries, check_kernel, check_runtime, check_resources,
+    check_privileged, check_cgroups, check_swap, check_ports, check_binaries, check_kernel, check_runtime,
+    check_resources,
     check_selinux_firewall, check_hostname, check_package_manager, check_service_manager,
 )
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -175,7 +175,7 @@ def read_archive(name: str, fileobj: IO[bytes]) -> ImageArchive:
     return ImageArchive(name, size, "sha256:" + digest.hexdigest(), fmt, tuple(images))
 
 
-def present(image: ArchivedImage, on_host: dict[str, str]) -> bool:
+def present(image: ArchivedImage, on_host: Mapping[str, str]) -> bool:
     """Whether a host already has this image, from `ref -> digest` as containerd lists its k8s.io images."""
     if image.digest:
         return on_host.get(image.ref) == image.digest
