@@ -211,6 +211,15 @@ def _bb(c: Cluster) -> dict[str, str] | None:
     return containers(c.lab, CP).get(f"bb-{CP}/sleeper")
 
 
+def _settled(c: Cluster) -> dict[str, str] | None:
+    """bb's running container once the kubelet has reported that very container in the mirror pod: a container
+    caught before that may still be replaced by the kubelet's own first syncs of a new static pod."""
+    b, m = _bb(c), _mirror(c)
+    statuses = (m or {}).get("status", {}).get("containerStatuses") or [{}]
+    return b if b and statuses[0].get("containerID") == f"containerd://{b['id']}" and \
+        "running" in statuses[0].get("state", {}) else None
+
+
 def _kill(c: Cluster, pid: str) -> None:
     out = c.lab.sh_in(CP, f"kill -9 {pid} 2>&1 && echo killed || {{ echo FAILED; ctr -n k8s.io tasks ls; "
                           f"ps -eo pid,ppid,args | grep -v ' \\[' | tail -30; journalctl -u kubelet --no-pager | "
@@ -221,8 +230,9 @@ def _kill(c: Cluster, pid: str) -> None:
 def test_static_pod_lifecycle_on_the_real_kubelet(cluster: Cluster) -> None:
     c = cluster
     _write_manifest(c, "v1")
-    first = wait_until("static pod bb running", lambda: _bb(c), timeout=60, interval=0.3)
-    mirror = wait_until(f"mirror pod bb-{CP}", lambda: _mirror(c), timeout=60, interval=0.5)
+    first = wait_until("static pod bb running, reported in its mirror pod", lambda: _settled(c), timeout=90,
+                       interval=0.3)
+    mirror = _mirror(c)
     assert mirror["metadata"]["name"] == f"bb-{CP}" and mirror["spec"]["nodeName"] == CP
 
     # killing the container: the kubelet starts a new one, the restart count grows
@@ -268,7 +278,7 @@ def test_static_pod_lifecycle_on_the_real_kubelet(cluster: Cluster) -> None:
 def test_with_the_api_server_down_the_kubelet_keeps_and_restarts_static_pods(cluster: Cluster) -> None:
     c = cluster
     _write_manifest(c, "offline")
-    bb = wait_until("bb running", lambda: _bb(c), timeout=60, interval=0.3)
+    bb = wait_until("bb running, reported in its mirror pod", lambda: _settled(c), timeout=90, interval=0.3)
     etcd_before = containers(c.lab, CP)[f"etcd-{CP}/etcd"]
     c.lab.sh_in(CP, "mv /etc/kubernetes/manifests/kube-apiserver.yaml /root/kube-apiserver.yaml")
     try:
