@@ -556,3 +556,28 @@ def own_volumes(component: str, kcm_flexvolume_dir: bool) -> dict[str, tuple[str
 # kubeadm phases/controlplane/volumes.go caCertsExtraVolumePaths, in its order.
 KNOWN_CA_DIRS: tuple[str, ...] = ("/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/ca-certificates",
                                   "/usr/share/ca-certificates", "/usr/local/share/ca-certificates")
+
+
+# KubeProxyConfiguration fields kubeboot derives from the rest of the inventory (kubeadm does the same).
+_KUBE_PROXY_OWNED = {
+    "clusterCIDR": "derived from spec.networking.podSubnet",
+    "clientConnection": "kube-proxy reads the kubeconfig kubeadm's kube-proxy ConfigMap holds",
+}
+
+
+def parse_kube_proxy_config(raw: object, path: str, p: Problems) -> dict[str, Any]:
+    """Validate spec.kubeProxy.config (KubeProxyConfiguration v1alpha1 fields over kubeadm's defaults)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        p.error(path, f"must be a mapping of KubeProxyConfiguration fields, not {typename(raw)}")
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _KUBE_PROXY_OWNED:
+            p.error(f"{path}.{key}", f"owned by kubeboot: {_KUBE_PROXY_OWNED[key]}")
+        elif key in ("apiVersion", "kind"):
+            p.error(f"{path}.{key}", "give the fields only; kubeboot writes apiVersion and kind")
+        else:
+            out[str(key)] = value
+    return out

@@ -19,6 +19,8 @@ from kubeboot.config.model import (
     APISERVER_BIND_PORT,
     KIND,
     Certificates,
+    Cni,
+    CniPlugin,
     ClusterConfig,
     ComponentExtras,
     ContainerRuntime,
@@ -39,6 +41,7 @@ from kubeboot.config.components import (
     own_volumes,
     parse_extra_args,
     parse_extra_volumes,
+    parse_kube_proxy_config,
     parse_kubelet_config,
 )
 from kubeboot.config.typenames import typename
@@ -75,6 +78,9 @@ _SPEC_KEYS = {
     "controllerManager",
     "scheduler",
     "etcd",
+    "kubeProxy",
+    "cni",
+    "kubectl",
 }
 _PACKAGES_KEYS = {"aptRepository", "rpmRepository"}
 _IMAGES_KEYS = {"archiveDir"}
@@ -85,6 +91,10 @@ _SSH_KEYS = {"user", "port", "keyPath", "bastion", "sudoPasswordEnv"}
 _HOST_KEYS = {"name", "address", "roles", "ssh", "labels"}
 _RUNTIME_KEYS = {"cgroupDriver", "criSocket", "restrictOOMScoreAdj"}
 _KUBELET_KEYS = {"config"}
+_KUBE_PROXY_KEYS = {"config"}
+_CNI_KEYS = {"plugin", "manifests"}
+_KUBECTL_KEYS = {"users"}
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # spec key -> (component, allowed keys): kubeadm ClusterConfiguration v1beta4 shapes (etcd: etcd.local's).
 _COMPONENT_SPECS = {
     "apiServer": ("kube-apiserver", {"extraArgs", "extraVolumes"}),
@@ -305,6 +315,11 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
     kubelet_config = parse_kubelet_config(kubelet.get("config") if kubelet else None, "spec.kubelet.config", runtime,
                                           p)
     components = _parse_components(spec, version, p)
+    kube_proxy = _mapping(spec.get("kubeProxy"), "spec.kubeProxy", p, _KUBE_PROXY_KEYS)
+    kube_proxy_config = parse_kube_proxy_config(kube_proxy.get("config") if kube_proxy else None,
+                                                "spec.kubeProxy.config", p)
+    cni = _parse_cni(spec, p)
+    kubectl_users = _parse_kubectl(spec, p)
 
     if version is None or endpoint is None or networking is None or hosts is None:
         return None
@@ -326,7 +341,50 @@ def _parse(raw: object, p: _Problems) -> ClusterConfig | None:
         image_archive_dir=image_archive_dir or None,
         components=components,
         kubelet_config=kubelet_config,
+        kube_proxy_config=kube_proxy_config,
+        cni=cni,
+        kubectl_users=kubectl_users,
     )
+
+
+def _parse_cni(spec: Mapping[str, Any], p: _Problems) -> Cni:
+    m = _mapping(spec.get("cni"), "spec.cni", p, _CNI_KEYS)
+    if m is None:
+        return Cni()
+    plugin = _enum(m, "plugin", "spec.cni", p, CniPlugin, [x.value for x in CniPlugin], CniPlugin.FLANNEL)
+    raw = m.get("manifests", [])
+    files: list[str] = []
+    if not isinstance(raw, list):
+        p.error("spec.cni.manifests", f"must be a list of manifest files, not {_typename(raw)}")
+    else:
+        for i, item in enumerate(raw):
+            if not isinstance(item, str) or not item.strip():
+                p.error(f"spec.cni.manifests[{i}]", "must be the path of a manifest file (YAML)")
+            else:
+                files.append(item)
+    return Cni(plugin, tuple(files))
+
+
+def _parse_kubectl(spec: Mapping[str, Any], p: _Problems) -> tuple[str, ...]:
+    m = _mapping(spec.get("kubectl"), "spec.kubectl", p, _KUBECTL_KEYS)
+    if m is None:
+        return ()
+    raw = m.get("users", [])
+    if not isinstance(raw, list):
+        p.error("spec.kubectl.users", f"must be a list of user names, not {_typename(raw)}")
+        return ()
+    out: list[str] = []
+    for i, u in enumerate(raw):
+        if not isinstance(u, str) or not _USER_NAME.match(u):
+            p.error(f"spec.kubectl.users[{i}]", f"not a Linux user name: {u!r}")
+        elif u == "root":
+            p.error(f"spec.kubectl.users[{i}]", "root always gets /root/.kube/config on the control planes; "
+                                               "list only non-root users")
+        elif u in out:
+            p.error(f"spec.kubectl.users[{i}]", f"{u!r} is listed twice")
+        else:
+            out.append(u)
+    return tuple(out)
 
 
 def _parse_version(spec: Mapping[str, Any], p: _Problems) -> KubernetesVersion | None:

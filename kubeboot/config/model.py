@@ -33,6 +33,18 @@ class LoadBalancerMode(str, Enum):
     NONE = "none"  # the endpoint is provided by the user (cloud LB, DNS, VIP)
 
 
+class CniPlugin(str, Enum):
+    FLANNEL = "flannel"  # the default: runs for real in kubeboot's lab
+    CALICO = "calico"  # rendered from the manifest shipped in the package
+    NONE = "none"  # the user installs a network (spec.cni.manifests or by hand); nodes stay NotReady until then
+
+
+@dataclass(frozen=True)
+class Cni:
+    plugin: CniPlugin = CniPlugin.FLANNEL
+    manifests: tuple[str, ...] = ()  # the user's own manifests (files), applied after the plugin, in order
+
+
 class KeyAlgorithm(str, Enum):
     RSA_2048 = "RSA-2048"
     RSA_3072 = "RSA-3072"
@@ -193,6 +205,11 @@ class ClusterConfig:
     # spec.kubelet.config: validated KubeletConfiguration v1beta1 fields deep-merged over kubeboot's own (what a
     # KubeletConfiguration document in `kubeadm init --config` does). Not hashed: a plain nested mapping.
     kubelet_config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # spec.kubeProxy.config: KubeProxyConfiguration v1alpha1 fields deep-merged over kubeadm's defaults.
+    kube_proxy_config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    cni: Cni = Cni()
+    # spec.kubectl.users: non-root users on the control planes who get the admin kubeconfig (~/.kube/config).
+    kubectl_users: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

@@ -87,9 +87,9 @@ BAD: list[tuple[str, dict[str, Any] | Any, str]] = [
     ("bad metadata.name", mutate("metadata.name", "Demo_1"),
      "metadata.name: must be a lower-case DNS-1123 label (a-z, 0-9, '-'), got 'Demo_1'"),
     ("unknown spec key", mutate("spec.podCIDR", "10.0.0.0/8"),
-     "spec.podCIDR: unknown field (allowed: apiServer, certificates, clusterName, containerRuntime, "
-     "controlPlaneEndpoint, controllerManager, etcd, hosts, imageRepository, images, kubelet, kubernetesVersion, "
-     "loadBalancer, networking, packages, scheduler, ssh)"),
+     "spec.podCIDR: unknown field (allowed: apiServer, certificates, clusterName, cni, containerRuntime, "
+     "controlPlaneEndpoint, controllerManager, etcd, hosts, imageRepository, images, kubeProxy, kubectl, kubelet, "
+     "kubernetesVersion, loadBalancer, networking, packages, scheduler, ssh)"),
     ("unknown host key", mutate("spec.hosts.1.role", "x"),
      "spec.hosts[1].role: unknown field (allowed: address, labels, name, roles, ssh)"),
     ("missing endpoint", mutate("spec.controlPlaneEndpoint", DELETE), "spec.controlPlaneEndpoint: required field is missing"),
