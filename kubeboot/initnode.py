@@ -17,10 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from kubernetes import client as k8s
 
 from kubeboot import output, state
-from kubeboot.apiphases import bootstrap_token_phase, join_commands, upload_certs_phase, upload_config_phase
+from kubeboot.apiphases import (
+    bootstrap_token_phase,
+    join_commands,
+    mark_control_plane,
+    upload_certs_phase,
+    upload_config_phase,
+)
 from kubeboot.config.load import single_control_plane
 from kubeboot.config.model import ClusterConfig
 from kubeboot.errors import KubebootError
@@ -196,7 +201,7 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
     if req.upload_certs:
         result.certificate_key = upload_certs_phase(admin, root / "etc/kubernetes/pki", req.certificate_key, now)
         rep.info("upload-certs", None, "stored the shared certificates in kube-system/kubeadm-certs (valid 2h)")
-    _mark_control_plane(admin, host.name, rep)
+    rep.info("mark-control-plane", host.name, mark_control_plane(admin, host.name, wait=0))
     token = generate_token(now)
     server = cfg.control_plane_endpoint.url()
     ca = pki.cas["ca"].cert_pem()
@@ -205,30 +210,3 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
     cmds = join_commands(cfg.control_plane_endpoint.hostport(), token, ca, result.certificate_key)
     result.worker_join, result.control_plane_join = cmds.worker, cmds.control_plane
     return result
-
-
-def _mark_control_plane(api: k8s.ApiClient, name: str, rep: output.Reporter) -> None:
-    """Label and taint the Node (kubeadm mark-control-plane). Without a registered Node (no kubelet yet) it
-    is reported and left to the next run, which converges."""
-    core = k8s.CoreV1Api(api)
-    try:
-        node = core.read_node(name)
-    except Exception:  # noqa: BLE001
-        rep.warn("mark-control-plane", name, "the Node is not registered yet; run init again once the kubelet has"
-                                             " registered it to label and taint it")
-        return
-    labels = dict(node.metadata.labels or {}) if node.metadata else {}
-    taints = list(node.spec.taints or []) if node.spec else []
-    want = {"node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/exclude-from-external-load-balancers": ""}
-    patch: dict[str, object] = {}
-    if any(labels.get(k) != v for k, v in want.items()):
-        patch["metadata"] = {"labels": want}
-    if not any(t.key == "node-role.kubernetes.io/control-plane" and t.effect == "NoSchedule" for t in taints):
-        existing = [{"key": t.key, "value": t.value, "effect": t.effect} for t in taints]
-        patch["spec"] = {"taints": existing + [{"key": "node-role.kubernetes.io/control-plane",
-                                                "effect": "NoSchedule"}]}
-    if patch:
-        core.patch_node(name, patch)
-        rep.info("mark-control-plane", name, "labelled and tainted")
-
-

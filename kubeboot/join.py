@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from kubernetes import client as k8s
@@ -53,6 +54,55 @@ class JoinRequest:
     discovery_interval: float = 5.0
     cri_socket: str = "unix:///var/run/containerd/containerd.sock"
     etcd_wait: float = 120.0
+    # Where this process reaches the API server when that differs from what discovery found (kubeboot up in
+    # node-local mode: the nodes use 127.0.0.1:6443, the workstation a control plane's address).
+    api_server: str | None = None
+    wait_timeout: float = 240.0
+
+
+class NodeTarget(Protocol):
+    """The node being joined: this machine (`kubeboot join` by hand, or under --rootfs) or a host reached over
+    SSH (`kubeboot up`). The protocol is the same; only where files land and how the kubelet starts differ."""
+
+    name: str
+
+    def exists(self, path: str) -> bool: ...
+
+    def write(self, artifacts: Sequence[Artifact]) -> list[str]:
+        """Place the files (skipping identical ones); return the paths written."""
+        ...
+
+    def start_kubelet(self) -> str | None:
+        """(Re)start the kubelet so it reads the new files; None when kubeboot does not manage it (--rootfs)."""
+        ...
+
+    def wait_file(self, path: str, timeout: float, what: str) -> None: ...
+
+
+class LocalNode:
+    """This machine's root (or a --rootfs directory)."""
+
+    def __init__(self, rootfs: Path, name: str) -> None:
+        self.rootfs = rootfs
+        self.name = name
+
+    def exists(self, path: str) -> bool:
+        return (self.rootfs / path.lstrip("/")).exists()
+
+    def write(self, artifacts: Sequence[Artifact]) -> list[str]:
+        return state.write_files_under(self.rootfs, artifacts)
+
+    def start_kubelet(self) -> str | None:
+        if self.rootfs != Path("/"):
+            return None
+        from kubeboot.initnode import restart_kubelet
+
+        return restart_kubelet()
+
+    def wait_file(self, path: str, timeout: float, what: str) -> None:
+        from kubeboot.initnode import wait_for_file
+
+        wait_for_file(self.rootfs / path.lstrip("/"), timeout, what)
 
 
 @dataclass
@@ -103,10 +153,6 @@ def _validate(req: JoinRequest) -> tuple[BootstrapToken, tuple[str, ...], bytes 
     return token, tuple(pins), key
 
 
-def _path(req: JoinRequest, abs_path: str) -> Path:
-    return req.rootfs / abs_path.lstrip("/")
-
-
 def _cluster_configuration(api: k8s.ApiClient) -> dict[str, Any]:
     cm = k8s.CoreV1Api(api).read_namespaced_config_map("kubeadm-config", "kube-system")
     doc: dict[str, Any] = yaml.safe_load((cm.data or {})["ClusterConfiguration"])
@@ -150,13 +196,13 @@ def _kubelet_files(req: JoinRequest, kubelet_cfg: dict[str, Any]) -> list[Artifa
     return [kubelet_config_file(doc), instance_config(req.cri_socket), kubeadm_flags_env(args), kubelet_dropin()]
 
 
-def _write(req: JoinRequest, artifacts: list[Artifact], result: JoinResult) -> None:
-    result.written += state.write_files_under(req.rootfs, artifacts)
-
-
 def join(req: JoinRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
-         now: datetime | None = None) -> JoinResult:
+         now: datetime | None = None, node: NodeTarget | None = None,
+         admin: k8s.ApiClient | None = None) -> JoinResult:
+    """Join one node. `node` defaults to this machine (req.rootfs); `admin` is the admin client a control-plane
+    join uses for etcd discovery and mark-control-plane (default: the admin.conf it writes)."""
     token, pins, cert_key = _validate(req)
+    node = node or LocalNode(req.rootfs, req.node_name)
     rep.phase_start("discovery")
     found = kc.discover(req.endpoint, token, pins, req.unsafe_skip_ca_verification, req.discovery_timeout,
                         req.discovery_interval)
@@ -164,7 +210,7 @@ def join(req: JoinRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
         rep.warn("discovery", None, "the cluster CA was NOT verified (--discovery-token-unsafe-skip-ca-verification):"
                                     " anyone who knows the token could have impersonated the cluster")
     rep.phase_done("discovery", f"cluster CA verified, API server {found.server}")
-    api = kc.token_api(found.server, token, found.ca_pem)
+    api = kc.token_api(req.api_server or found.server, token, found.ca_pem)
     cc = _cluster_configuration(api)
     cluster_name = str(cc.get("clusterName") or "kubernetes")
     result = JoinResult()
@@ -174,23 +220,22 @@ def join(req: JoinRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
                  Artifact("/etc/kubernetes/bootstrap-kubelet.conf",
                           kcfg.token_kubeconfig(cluster_name, found.server, found.ca_pem, BOOTSTRAP_USER, str(token)),
                           0o600, secret=True)]
-        if _path(req, "/etc/kubernetes/pki/ca.crt").exists():
+        if node.exists("/etc/kubernetes/pki/ca.crt"):
             files = files[1:]  # kubeadm keeps an existing caCertPath
         files += _kubelet_files(req, _kubelet_config(api))
-        _write(req, files, result)
+        result.written += node.write(files)
         rep.info("kubelet-start", req.node_name, f"wrote {len(result.written)} file(s)")
-        if req.rootfs == Path("/"):
-            from kubeboot.initnode import WAIT_TIMEOUT, restart_kubelet, wait_for_file
-
-            rep.info("kubelet-start", req.node_name, restart_kubelet())
+        started = node.start_kubelet()
+        if started is not None:
+            rep.info("kubelet-start", req.node_name, started)
             rep.phase_start("kubelet-start")
-            wait_for_file(Path("/etc/kubernetes/kubelet.conf"), WAIT_TIMEOUT, "TLS bootstrap")
+            node.wait_file("/etc/kubernetes/kubelet.conf", req.wait_timeout, "TLS bootstrap")
             rep.phase_done("kubelet-start", "the kubelet performed the TLS bootstrap (kubelet.conf written)")
         else:
             rep.info("kubelet-start", req.node_name, f"--rootfs {req.rootfs}: start the kubelet there; it requests "
                                                      f"its client certificate with the bootstrap token")
         return result
-    return _join_control_plane(req, rep, api, cc, cert_key, found.ca_pem, keygen, now, result)
+    return _join_control_plane(req, rep, api, cc, cert_key, found.ca_pem, keygen, now, result, node, admin)
 
 
 def _check_node_not_active(api: k8s.ApiClient, name: str) -> None:
@@ -206,7 +251,7 @@ def _check_node_not_active(api: k8s.ApiClient, name: str) -> None:
 
 def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClient, cc: dict[str, Any],
                         cert_key: bytes | None, ca_pem: bytes, keygen: KeyGen, now: datetime | None,
-                        result: JoinResult) -> JoinResult:
+                        result: JoinResult, node: NodeTarget, admin: k8s.ApiClient | None) -> JoinResult:
     assert cert_key is not None and req.advertise_address is not None
     rep.phase_start("download-certs")
     try:
@@ -228,18 +273,24 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
              if a.path != "/etc/kubernetes/super-admin.conf" and not a.path.endswith("/etcd.yaml")
              and a.path not in {k.path for k in kubelet}] + kubelet
     # every file except the etcd manifest: its --initial-cluster comes from etcd's answer to MemberAdd
-    _write(req, [a for a in files if a.path.startswith("/etc/kubernetes/")], result)
+    result.written += node.write([a for a in files if a.path.startswith("/etc/kubernetes/")])
     rep.info("control-plane-prepare", host.name, f"wrote {len(result.written)} file(s)")
-    member = _etcd_join(req, rep, cfg, host, pki, result)
+    if admin is None:
+        admin = kc.from_kubeconfig(req.rootfs / "etc/kubernetes/admin.conf")
+    member = _etcd_join(req, rep, cfg, host, pki, result, node, admin)
     result.etcd_member = member
-    _write(req, [a for a in files if not a.path.startswith("/etc/kubernetes/")], result)
-    if req.rootfs == Path("/"):
-        from kubeboot.initnode import restart_kubelet, wait_live
+    result.written += node.write([a for a in files if not a.path.startswith("/etc/kubernetes/")])
+    started = node.start_kubelet()
+    if started is not None:
+        from kubeboot.apiphases import mark_control_plane
+        from kubeboot.initnode import wait_live
 
-        rep.info("kubelet-start", host.name, restart_kubelet())
+        rep.info("kubelet-start", host.name, started)
         rep.phase_start("wait-control-plane")
-        wait_live(local_api_url(host), 240.0)
+        wait_live(local_api_url(host), req.wait_timeout)
         rep.phase_done("wait-control-plane", f"API server live at {local_api_url(host)}")
+        rep.phase_start("mark-control-plane")
+        rep.phase_done("mark-control-plane", mark_control_plane(admin, host.name))
     else:
         rep.info("wait-control-plane", host.name, f"--rootfs {req.rootfs}: the kubelet runs the new API server; "
                                                   f"not waiting for it")
@@ -271,9 +322,8 @@ def _etcd_endpoints(admin: k8s.ApiClient) -> list[str]:
 
 
 def _etcd_join(req: JoinRequest, rep: output.Reporter, cfg: ClusterConfig, host: Host, pki: ClusterPki,
-               result: JoinResult) -> str:
+               result: JoinResult, node: NodeTarget, admin: k8s.ApiClient) -> str:
     rep.phase_start("etcd-join")
-    admin = kc.from_kubeconfig(_path(req, "/etc/kubernetes/admin.conf"))
     endpoints = kc.retry(lambda: _etcd_endpoints(admin), timeout=60)
     hc = pki.leaves[(host.name, "etcd-healthcheck-client")]
     etcd = EtcdClient(endpoints, pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(), hc.key_pem())
@@ -289,7 +339,7 @@ def _etcd_join(req: JoinRequest, rep: output.Reporter, cfg: ClusterConfig, host:
             name = host.name if m.id == me.id else (m.name or f"{m.id:x}")
             parts.append(f"{name}={m.peer_urls[0]}")
         pod = manifests.etcd(cfg, host, initial_cluster=",".join(parts))
-        _write(req, [Artifact("/etc/kubernetes/manifests/etcd.yaml", manifests.dump(pod), 0o600)], result)
+        result.written += node.write([Artifact("/etc/kubernetes/manifests/etcd.yaml", manifests.dump(pod), 0o600)])
         rep.info("etcd-join", host.name, f"added as learner {me.id:x}; waiting for it to catch up")
         if me.learner or not any(m.id == me.id and not m.learner for m in etcd.members()):
             wait("etcd member promote", lambda: etcd.promote(me.id), timeout=req.etcd_wait)
