@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kubeboot import output  # noqa: E402
 from kubeboot.phases.base import RunOptions  # noqa: E402
 from kubeboot.runner import ConnectOptions  # noqa: E402
-from kubeboot.up import UpRequest, up  # noqa: E402
+from kubeboot.workflows.up import UpRequest, up  # noqa: E402
 from tests.lab import Lab  # noqa: E402
 
 

@@ -172,7 +172,7 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
            images: Path | None) -> None:
     from kubeboot.phases.base import RunOptions
     from kubeboot.runner import ConnectOptions, _default_ssh_config
-    from kubeboot.up import UpRequest, load_offline_packages, up
+    from kubeboot.workflows.up import UpRequest, load_offline_packages, up
 
     options = RunOptions(
         ignore_preflight_errors=frozenset(x.lower() for x in _csv(ignore_preflight_errors)),

@@ -11,7 +11,7 @@ from kubeboot import output
 from kubeboot.errors import HostConnectionError
 from kubeboot.phases.base import RunOptions
 from kubeboot.runner import ConnectOptions
-from kubeboot.up import UpRequest, up
+from kubeboot.workflows.up import UpRequest, up
 from tests.e2e.conftest import inventory, kubeboot, proxy_only_ssh_config, snapshot
 from tests.lab import Lab
 

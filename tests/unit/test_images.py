@@ -19,7 +19,7 @@ from kubeboot.phases.images import plan_images
 from kubeboot.plan.actions import RunCommand, UploadFile
 from kubeboot.plan.archives import ArchiveError, read_archive
 from kubeboot.render.images import required_images
-from kubeboot.up import load_image_archives
+from kubeboot.workflows.up import load_image_archives
 from tests.unit.test_phases import DOC, Cluster, cl, converged, ctx_for, fresh  # noqa: F401 (fixture)
 
 
