@@ -2,7 +2,9 @@
 
 Order and naming follow kubeadm's GetControlPlaneImages: kube-apiserver, kube-controller-manager,
 kube-scheduler, kube-proxy, CoreDNS, pause, etcd. CoreDNS lives one level deeper (`<repo>/coredns/coredns`)
-only when the repository is exactly registry.k8s.io, as kubeadm does.
+only when the repository is exactly registry.k8s.io, as kubeadm does. The CNI plugin's images follow kubeadm's
+list (kubeadm installs no network; kubeboot does, see render/cni.py): they keep their own registry, as
+spec.imageRepository only replaces registry.k8s.io for kubeadm's images.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 
 from kubeboot.config.model import ClusterConfig
+from kubeboot.render.cni import cni_images
 
 DEFAULT_REPOSITORY = "registry.k8s.io"
 
@@ -38,16 +41,21 @@ def etcd_image(cfg: ClusterConfig) -> str:
     return f"{cfg.image_repository}/etcd:{cfg.version.facts.etcd_image_tag}"
 
 
-def required_images(cfg: ClusterConfig) -> list[str]:
+def kubeadm_images(cfg: ClusterConfig) -> list[str]:
     """Every image kubeadm would pull for this cluster, in kubeadm's order."""
     return [component_image(cfg, c) for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
                                               "kube-proxy")] + [coredns_image(cfg), pause_image(cfg), etcd_image(cfg)]
 
 
+def required_images(cfg: ClusterConfig) -> list[str]:
+    """Every image the cluster runs: kubeadm's list (in kubeadm's order), then the CNI plugin's."""
+    return kubeadm_images(cfg) + [i for i in cni_images(cfg) if i not in kubeadm_images(cfg)]
+
+
 def node_images(cfg: ClusterConfig, control_plane: bool) -> list[str]:
-    """What one node runs: every node needs pause, kube-proxy and (where scheduled) CoreDNS; control planes
-    also the four static pods' images."""
-    common = [component_image(cfg, "kube-proxy"), coredns_image(cfg), pause_image(cfg)]
+    """What one node runs: every node needs pause, kube-proxy, the CNI plugin's images (a DaemonSet on every
+    node) and (where scheduled) CoreDNS; control planes also the four static pods' images."""
+    common = [component_image(cfg, "kube-proxy"), coredns_image(cfg), pause_image(cfg)] + cni_images(cfg)
     if not control_plane:
         return common
     return [component_image(cfg, c) for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")] + \

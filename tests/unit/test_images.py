@@ -128,10 +128,13 @@ def _with(doc_changes: dict[str, Any]) -> Any:
 
 
 def test_required_images_follow_kubeadm_and_image_repository() -> None:
-    assert required_images(_with({})) == [
+    assert required_images(_with({}))[:7] == [
         "registry.k8s.io/kube-apiserver:v1.37.2", "registry.k8s.io/kube-controller-manager:v1.37.2",
         "registry.k8s.io/kube-scheduler:v1.37.2", "registry.k8s.io/kube-proxy:v1.37.2",
         "registry.k8s.io/coredns/coredns:v1.14.6", "registry.k8s.io/pause:3.10.2", "registry.k8s.io/etcd:3.7.0-0"]
+    # then the CNI plugin's (flannel by default; see tests/unit/test_cni.py)
+    assert required_images(_with({}))[7:] == ["ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
+                                              "ghcr.io/flannel-io/flannel:v0.28.10"]
     mirror = required_images(_with({"imageRepository": "mirror.local:5000/k8s", "kubernetesVersion": "1.35"}))
     assert mirror[4] == "mirror.local:5000/k8s/coredns:v1.13.1"  # no extra /coredns level off registry.k8s.io
     assert mirror[0] == "mirror.local:5000/k8s/kube-apiserver:v1.35.4" and mirror[5].endswith("pause:3.10.1")
