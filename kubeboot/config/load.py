@@ -576,7 +576,10 @@ def _parse_ssh(raw: object, path: str, p: _Problems, base: SSHSettings) -> SSHSe
     if not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", user):
         p.error(f"{path}.user", f"not a valid user name: {user!r}")
     port = _int(m, "port", path, p, base.port, 1, 65535)
-    key_path = _string(m, "keyPath", path, p, default=base.key_path)
+    if "keyPath" in m and m["keyPath"] is None:
+        key_path = None  # explicit null: no key file of kubeboot's own; the --ssh-config IdentityFile or the agent
+    else:
+        key_path = _string(m, "keyPath", path, p, default=base.key_path)
     bastion = _string(m, "bastion", path, p, default=base.bastion)
     if bastion is not None and not re.match(r"^([a-z_][a-z0-9_.-]*@)?[A-Za-z0-9.:\[\]-]+(:\d+)?$", bastion):
         p.error(f"{path}.bastion", f"expected [USER@]HOST[:PORT], got {bastion!r}")

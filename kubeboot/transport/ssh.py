@@ -81,7 +81,8 @@ class SSHTransport:
         t = self.target
         if t.key_path is not None and not Path(t.key_path).expanduser().is_file():
             raise AuthenticationError(f"{t.name}: SSH key file {t.key_path} does not exist",
-                                      hint="fix ssh.keyPath in the inventory (or use an agent: remove keyPath)")
+                                      hint="fix ssh.keyPath in the inventory (or keyPath: null: the agent or the "
+                                           "--ssh-config IdentityFile)")
         overrides: dict[str, Any] = {"run": {"in_stream": False}, "load_ssh_configs": False}
         ssh_config = paramiko.SSHConfig.from_path(str(t.ssh_config)) if t.ssh_config else paramiko.SSHConfig()
         if t.sudo_password is not None:
@@ -91,6 +92,13 @@ class SSHTransport:
         if t.key_path is not None:
             connect_kwargs["key_filename"] = str(Path(t.key_path).expanduser())
             connect_kwargs["look_for_keys"] = False
+        else:
+            # No keyPath: the keys come from the ssh config. fabric looks it up by the address kubeboot dials;
+            # `vagrant ssh-config` and most hand-written configs name the host instead (Host cp1), so that
+            # block's IdentityFile counts too, as for `ssh cp1`. Address, port and user stay the inventory's.
+            named = [str(k) for k in ssh_config.lookup(t.name).get("identityfile", [])]
+            if named:
+                connect_kwargs["key_filename"] = named
         gateway: Connection | None = None
         if t.bastion:
             user, _, hostport = t.bastion.rpartition("@")
@@ -139,6 +147,11 @@ class SSHTransport:
                         f"{where}: unknown host key (not in {t.known_hosts})",
                         hint="verify the key and add it (ssh-keyscan), or pass --accept-new-host-keys to trust "
                              "keys seen for the first time") from None
+                if "No authentication methods available" in str(exc):  # no key file, no agent: never retried
+                    raise AuthenticationError(
+                        f"{where}: no SSH key to offer (keyPath is null, no IdentityFile in --ssh-config for "
+                        f"{t.name} or {t.address}, no agent)",
+                        hint="set ssh.keyPath, or pass --ssh-config with the host's IdentityFile") from None
                 if attempt == CONNECT_ATTEMPTS:
                     raise HostConnectionError(f"{where}: SSH handshake failed: {exc}") from None
             except (socket.timeout, TimeoutError):
