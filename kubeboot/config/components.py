@@ -564,20 +564,69 @@ _KUBE_PROXY_OWNED = {
     "clientConnection": "kube-proxy reads the kubeconfig kubeadm's kube-proxy ConfigMap holds",
 }
 
+_S: dict[str, Any] = {"go": "string", "kind": "string"}
+_B: dict[str, Any] = {"go": "bool", "kind": "bool"}
+_I32: dict[str, Any] = {"bits": 32, "go": "int32", "kind": "int", "signed": True}
+_D: dict[str, Any] = {"go": "v1.Duration", "kind": "duration"}
+_STRS: dict[str, Any] = {"go": "[]string", "items": _S, "kind": "list"}
+
+
+def _struct(go: str, **fields: dict[str, Any]) -> dict[str, Any]:
+    return {"fields": fields, "go": go, "kind": "struct"}
+
+
+# KubeProxyConfiguration v1alpha1 (k8s.io/kube-proxy v0.37.2 config/v1alpha1/types.go), in the type-node
+# shape of the generated kubelet table; `logging` is the same Go type as the kubelet's and is taken from there.
+KUBE_PROXY_FIELDS: dict[str, Any] = {
+    "featureGates": {"go": "map[string]bool", "kind": "map", "values": _B},
+    "clientConnection": _struct("v1alpha1.ClientConnectionConfiguration", kubeconfig=_S, acceptContentTypes=_S,
+                                contentType=_S, qps={"go": "float32", "kind": "float"}, burst=_I32),
+    "hostnameOverride": _S, "bindAddress": _S, "healthzBindAddress": _S, "metricsBindAddress": _S,
+    "bindAddressHardFail": _B, "enableProfiling": _B, "showHiddenMetricsForVersion": _S,
+    "mode": {"go": "v1alpha1.ProxyMode", "kind": "string"},
+    "iptables": _struct("v1alpha1.KubeProxyIPTablesConfiguration", masqueradeBit=_I32, masqueradeAll=_B,
+                        localhostNodePorts=_B, syncPeriod=_D, minSyncPeriod=_D),
+    "ipvs": _struct("v1alpha1.KubeProxyIPVSConfiguration", syncPeriod=_D, minSyncPeriod=_D, scheduler=_S,
+                    excludeCIDRs=_STRS, strictARP=_B, tcpTimeout=_D, tcpFinTimeout=_D, udpTimeout=_D),
+    "nftables": _struct("v1alpha1.KubeProxyNFTablesConfiguration", masqueradeBit=_I32, masqueradeAll=_B,
+                        syncPeriod=_D, minSyncPeriod=_D),
+    "winkernel": _struct("v1alpha1.KubeProxyWinkernelConfiguration", networkName=_S, sourceVip=_S, enableDSR=_B,
+                         rootHnsEndpointName=_S, forwardHealthCheckVip=_B),
+    "detectLocalMode": {"go": "v1alpha1.LocalMode", "kind": "string"},
+    "detectLocal": _struct("v1alpha1.DetectLocalConfiguration", bridgeInterface=_S, interfaceNamePrefix=_S),
+    "clusterCIDR": _S, "nodePortAddresses": _STRS, "oomScoreAdj": _I32,
+    "conntrack": _struct("v1alpha1.KubeProxyConntrackConfiguration", maxPerCore=_I32, min=_I32,
+                         tcpEstablishedTimeout=_D, tcpCloseWaitTimeout=_D, tcpBeLiberal=_B, udpTimeout=_D,
+                         udpStreamTimeout=_D),
+    "configSyncPeriod": _D, "portRange": _S, "windowsRunAsService": _B,
+}
+
+
+def kube_proxy_fields() -> dict[str, Any]:
+    """KubeProxyConfiguration v1alpha1: json name -> type node (logging from the kubelet table)."""
+    return {**KUBE_PROXY_FIELDS, "logging": kubelet_fields()["logging"]}
+
 
 def parse_kube_proxy_config(raw: object, path: str, p: Problems) -> dict[str, Any]:
-    """Validate spec.kubeProxy.config (KubeProxyConfiguration v1alpha1 fields over kubeadm's defaults)."""
+    """Validate spec.kubeProxy.config (KubeProxyConfiguration v1alpha1 fields over kubeadm's defaults): unknown
+    fields and wrong types are errors with their path; returns the fields (empty when absent or invalid)."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         p.error(path, f"must be a mapping of KubeProxyConfiguration fields, not {typename(raw)}")
         return {}
-    out: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    ok = True
     for key, value in raw.items():
         if key in _KUBE_PROXY_OWNED:
             p.error(f"{path}.{key}", f"owned by kubeboot: {_KUBE_PROXY_OWNED[key]}")
+            ok = False
         elif key in ("apiVersion", "kind"):
             p.error(f"{path}.{key}", "give the fields only; kubeboot writes apiVersion and kind")
+            ok = False
         else:
-            out[str(key)] = value
-    return out
+            rest[key] = value
+    checked = _check_struct(rest, kube_proxy_fields(), path, "", p)
+    if not ok or checked is _INVALID or not isinstance(checked, dict):
+        return {}
+    return checked
