@@ -10,6 +10,9 @@
   ``dpkg-deb`` from the reference binaries (``tests/reference``), shaped like the pkgs.k8s.io
   packages: version ``<k8s>-1.1``, binaries in ``/usr/bin``, ``kubelet.service`` in kubelet, the
   kubeadm drop-in ``kubelet.service.d/10-kubeadm.conf`` in kubeadm;
+* ``kubernetes-cni`` (version :data:`CNI_PLUGINS_VERSION`, as on pkgs.k8s.io, which kubelet ``Depends`` on): the
+  containernetworking/plugins binaries ``tests/reference/build.sh`` puts in the cni-bin dir (bridge, host-local,
+  portmap, loopback) under ``/opt/cni/bin``. Not flannel's plugin: flannel's DaemonSet installs that itself;
 * ``Packages``, ``Packages.gz`` and ``Release`` from ``apt-ftparchive`` (``apt-get install apt-utils``).
 
 The .debs are bit-for-bit reproducible (fixed mtimes, ``SOURCE_DATE_EPOCH``, root owner) and a
@@ -43,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Iterator
 import pytest
 
 from tests.reference.binaries import build_command, cache_root, ref_bin
+from tests.reference.images import cni_bin_dir
 
 from .common import locked
 from .lab import GATEWAY, SAFE_ENV, netns_socket
@@ -60,7 +64,12 @@ K8S_DEB_REVISION = "1.1"
 #: Every mtime in the harness .debs and the Release ``Date`` (2025-01-01T00:00:00Z).
 SOURCE_DATE_EPOCH = 1735689600
 #: Bump when the package layout/control text changes in a way the inputs do not show.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
+#: containernetworking/plugins as built by tests/reference/build.sh (its CNI_PLUGINS_VERSION)
+CNI_PLUGINS_VERSION = "1.10.0"
+#: the plugins kubernetes-cni carries: what flannel's bridge delegate and its portmap chain call, and loopback
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+CNI_BIN = "/opt/cni/bin"
 #: gzip level 1: ~0.8 s for kubectl's 62 MB (level 6: 2.6 s, xz: 16 s); gzip works with any dpkg.
 DEB_COMPRESSION = ("gzip", "1")
 DEFAULT_PORT = 8080
@@ -122,13 +131,15 @@ class HarnessPackage:
 
     name: str
     version: str
-    binary: Path
+    binary: Path | None  # installed as /usr/bin/<name>; None: the package has no such binary
     depends: tuple[str, ...]
     description: str
     #: (absolute path inside the package, content, mode)
     files: tuple[tuple[str, str, int], ...] = ()
     #: empty directories the package owns
     dirs: tuple[str, ...] = ()
+    #: (absolute path inside the package, file to copy, mode 0755)
+    binaries: tuple[tuple[str, Path], ...] = ()
 
     @property
     def filename(self) -> str:
@@ -160,10 +171,34 @@ def deb_version(k8s_version: str) -> str:
     return f"{k8s_version.removeprefix('v')}-{K8S_DEB_REVISION}"
 
 
-def harness_packages(k8s_version: str = "1.37.2") -> list[HarnessPackage]:
-    """kubelet and kubectl (required) and kubeadm (when built).
+def kubernetes_cni_package(k8s_version: str = "1.37.2") -> HarnessPackage:
+    """``kubernetes-cni`` from the cni-bin dir of ``tests/reference/build.sh``.
 
-    Raises :class:`AptRepoUnavailable` naming the build command when kubelet or kubectl is missing."""
+    Raises :class:`AptRepoUnavailable` naming the build command when a plugin is missing."""
+    d = cni_bin_dir(k8s_version.removeprefix("v"))
+    missing = [p for p in CNI_PLUGINS if not (d / p).is_file()]
+    if missing:
+        raise AptRepoUnavailable(
+            f"CNI plugins missing for the lab apt repo's kubernetes-cni: {', '.join(missing)} in {d} "
+            f"(build: tests/reference/build.sh --only {','.join('cni-' + p for p in missing)} "
+            f"{k8s_version.removeprefix('v')})"
+        )
+    return HarnessPackage(
+        name="kubernetes-cni",
+        version=f"{CNI_PLUGINS_VERSION}-{K8S_DEB_REVISION}",
+        binary=None,
+        depends=(),
+        description="Binaries required to provision kubernetes container networking",
+        binaries=tuple((f"{CNI_BIN}/{p}", d / p) for p in CNI_PLUGINS),
+        dirs=("/etc/cni/net.d",),
+    )
+
+
+def harness_packages(k8s_version: str = "1.37.2") -> list[HarnessPackage]:
+    """kubernetes-cni, kubelet and kubectl (required) and kubeadm (when built).
+
+    Raises :class:`AptRepoUnavailable` naming the build command when kubelet, kubectl or a CNI plugin is
+    missing."""
     ver = k8s_version.removeprefix("v")
     debver = deb_version(ver)
     minor_floor = ".".join(ver.split(".")[:2]) + ".0"
@@ -177,12 +212,13 @@ def harness_packages(k8s_version: str = "1.37.2") -> list[HarnessPackage]:
     kubelet, kubectl, kubeadm = bins["kubelet"], bins["kubectl"], bins["kubeadm"]
     assert kubelet is not None and kubectl is not None
     pkgs = [
+        kubernetes_cni_package(ver),
         HarnessPackage(
             name="kubelet",
             version=debver,
             binary=kubelet,
             # pkgs.k8s.io also lists iproute2, socat, ethtool, ebtables, conntrack: left out here
-            depends=("iptables (>= 1.4.21)", "mount", "util-linux"),
+            depends=("iptables (>= 1.4.21)", "kubernetes-cni (>= 1.1.1)", "mount", "util-linux"),
             description="Node agent for Kubernetes clusters",
             files=(("/usr/lib/systemd/system/kubelet.service", KUBELET_SERVICE, 0o644),),
             dirs=("/etc/kubernetes/manifests",),
@@ -360,7 +396,10 @@ def fetch_debian_debs(cache: Path, extra_roots: list[str]) -> list[Path]:
 def _build_input_key(pkg: HarnessPackage) -> str:
     h = hashlib.sha256()
     h.update(f"builder {BUILDER_VERSION} {DEB_COMPRESSION} {SOURCE_DATE_EPOCH}\n".encode())
-    h.update(f"binary {sha256_file(pkg.binary)}\n".encode())
+    if pkg.binary is not None:
+        h.update(f"binary {sha256_file(pkg.binary)}\n".encode())
+    for path, src in pkg.binaries:
+        h.update(f"binary {path} {sha256_file(src)}\n".encode())
     h.update(pkg.control(0).encode())
     for path, content, mode in pkg.files:
         h.update(f"file {path} {mode:o} {len(content)}\n{content}".encode())
@@ -374,9 +413,12 @@ def build_deb(pkg: HarnessPackage, out: Path) -> None:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".build-{pkg.name}-") as tmp:
         root = Path(tmp) / "root"
         (root / "DEBIAN").mkdir(parents=True)
-        (root / "usr" / "bin").mkdir(parents=True)
-        shutil.copyfile(pkg.binary, root / "usr" / "bin" / pkg.name)
-        os.chmod(root / "usr" / "bin" / pkg.name, 0o755)
+        installs = [(f"/usr/bin/{pkg.name}", pkg.binary)] if pkg.binary is not None else []
+        for path, src in [*installs, *pkg.binaries]:
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            os.chmod(target, 0o755)
         for path, content, mode in pkg.files:
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -667,7 +709,7 @@ LAB_SOURCES = "/etc/apt/sources.list.d/kubeboot-lab.list"
 #: where it moves the host's other apt sources (the machine's Debian ones: unreachable from the lab)
 DISABLED_SOURCES = "/etc/apt/sources.disabled-by-kubeboot-lab"
 #: packages the machine has (tests/setup.sh, gcloud's kubectl) that a fresh Debian host would not
-NOT_ON_A_FRESH_HOST = ("kubelet", "kubectl", "kubeadm", "containerd", "runc")
+NOT_ON_A_FRESH_HOST = ("kubelet", "kubectl", "kubeadm", "kubernetes-cni", "containerd", "runc")
 
 
 def _require_overlay(lab: AnyLab, what: str) -> None:

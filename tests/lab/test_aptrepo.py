@@ -18,6 +18,9 @@ import pytest
 from tests.reference.binaries import ref_bin
 
 from .aptrepo import (
+    CNI_BIN,
+    CNI_PLUGINS,
+    CNI_PLUGINS_VERSION,
     DEBIAN_PACKAGES,
     DISABLED_SOURCES,
     LAB_SOURCES,
@@ -86,10 +89,12 @@ def test_packages_index_lists_exactly_the_expected_packages(built_repo: Path) ->
     assert index == {name: m["version"] for name, m in manifest.items()}
     # the harness packages, in the pkgs.k8s.io version form
     harness = {n for n, m in manifest.items() if m["source"] == "harness"}
-    expected_harness = {"kubelet", "kubectl"} | ({"kubeadm"} if ref_bin("kubeadm", K8S_VERSION) else set())
+    expected_harness = {"kubelet", "kubectl", "kubernetes-cni"} | (
+        {"kubeadm"} if ref_bin("kubeadm", K8S_VERSION) else set())
     assert harness == expected_harness
-    for name in harness:
+    for name in harness - {"kubernetes-cni"}:
         assert index[name] == DEB_VERSION
+    assert index["kubernetes-cni"] == f"{CNI_PLUGINS_VERSION}-1.1"
     # Debian's containerd and runc, at the version the machine's apt would pick
     debian = {n for n, m in manifest.items() if m["source"] == "debian"}
     assert set(DEBIAN_PACKAGES) | {"iptables"} <= debian
@@ -115,8 +120,14 @@ def test_harness_debs_are_shaped_like_pkgs_k8s_io(built_repo: Path) -> None:
 
     kubelet = f"kubelet_{DEB_VERSION}_amd64.deb"
     assert field(kubelet, "Package") == "kubelet" and field(kubelet, "Version") == DEB_VERSION
-    assert field(kubelet, "Depends") == "iptables (>= 1.4.21), mount, util-linux"
+    assert field(kubelet, "Depends") == "iptables (>= 1.4.21), kubernetes-cni (>= 1.1.1), mount, util-linux"
     assert {"/usr/bin/kubelet", "/usr/lib/systemd/system/kubelet.service"} <= files(kubelet)
+    # kubernetes-cni: the plugins flannel delegates to, in /opt/cni/bin (not flannel's own: its DaemonSet installs it)
+    cni = f"kubernetes-cni_{CNI_PLUGINS_VERSION}-1.1_amd64.deb"
+    assert field(cni, "Package") == "kubernetes-cni" and field(cni, "Depends") == ""
+    cni_files = {f for f in files(cni) if f.startswith(CNI_BIN + "/") and f != CNI_BIN + "/"}
+    assert cni_files == {f"{CNI_BIN}/{p}" for p in ("bridge", "host-local", "loopback", "portmap")}
+    assert "/etc/cni/net.d/" in files(cni)
     assert "/usr/bin/kubectl" in files(f"kubectl_{DEB_VERSION}_amd64.deb")
     if ref_bin("kubeadm", K8S_VERSION):
         kubeadm = f"kubeadm_{DEB_VERSION}_amd64.deb"
@@ -190,7 +201,7 @@ def test_install_over_ssh_from_the_lab_repo(lab: Lab, apt_repo: AptRepo, install
     assert "deb.debian.org" not in installed.update_out + installed.install_out
     hits = [line for line in installed.update_out.splitlines() if line.startswith(("Get:", "Hit:", "Ign:"))]
     assert hits and all(f" {apt_repo.url.rstrip('/')} ./ " in line for line in hits), hits
-    for name in ("kubelet", "kubectl", "containerd", "runc"):
+    for name in ("kubelet", "kubernetes-cni", "kubectl", "containerd", "runc"):  # kubernetes-cni: kubelet's Depends
         assert f"Unpacking {name} (" in installed.install_out
     log = apt_repo.server.log_path.read_text()
     assert f'"GET /./kubelet_{DEB_VERSION}_amd64.deb HTTP/1.1" 200' in log
@@ -208,6 +219,15 @@ def test_install_over_ssh_from_the_lab_repo(lab: Lab, apt_repo: AptRepo, install
         assert "containerd" in c.run("containerd --version", hide=True).stdout
         assert c.run("runc --version", hide=True).ok
         assert c.run("test -f /usr/lib/systemd/system/kubelet.service", hide=True, warn=True).ok
+        # the CNI plugins are where the kubelet's runtime looks (containerd's bin_dir), and they run
+        assert c.run(f"ls {CNI_BIN}", hide=True).stdout.split() == sorted(CNI_PLUGINS)
+        for plugin in CNI_PLUGINS:
+            res = c.run(f"CNI_COMMAND=VERSION {CNI_BIN}/{plugin}", hide=True, warn=True)
+            assert res.ok and '"supportedVersions"' in res.stdout, (plugin, res.stdout, res.stderr)
+            assert f"CNI {plugin} plugin v{CNI_PLUGINS_VERSION}" in c.run(f"{CNI_BIN}/{plugin} 2>&1 || true",
+                                                                          hide=True).stdout
+        assert c.run("dpkg-query -W -f='${Version}' kubernetes-cni", hide=True).stdout == \
+            apt_repo.packages["kubernetes-cni"]["version"]
 
 
 def test_only_that_host_changed(lab: Lab, installed: Installed) -> None:
