@@ -44,6 +44,23 @@ if [ "$(id -u)" -eq 0 ]; then
   done
 fi
 
+# Kernel features the lab's nodes take from the machine's kernel (lab hosts share it): br_netfilter (bridged pod
+# traffic through iptables), overlay (containerd's snapshotter), vxlan (flannel's default backend). Each is probed
+# first, so a second run, or a kernel with them built in (this VM: no modprobe, no /lib/modules), does nothing.
+if [ "$(id -u)" -eq 0 ]; then
+  for m in br_netfilter:/proc/sys/net/bridge overlay:/sys/module/overlay vxlan:/sys/module/vxlan; do
+    mod=${m%%:*} probe=${m#*:}
+    [ -e "$probe" ] && continue
+    if ! command -v modprobe >/dev/null; then
+      echo "[setup] apt-get install kmod (modprobe, for $mod)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kmod >/dev/null
+    fi
+    echo "[setup] modprobe $mod"
+    modprobe "$mod"
+    [ -e "$probe" ] || { echo "tests/setup.sh: $mod loaded but $probe is missing" >&2; exit 1; }
+  done
+fi
+
 echo "[setup] pip install -e .[test]"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
