@@ -106,12 +106,19 @@ def upload_certs_phase(api: k8s.ApiClient, cert_dir: Path, certificate_key: str 
                        now: datetime | None = None) -> str:
     """Encrypt the shared CA/SA files with the certificate key (new one if not given) into kubeadm-certs,
     owned by a fresh 2-hour proxy token. Returns the key (the caller prints it; nothing else may)."""
+    return upload_shared_files(api, read_shared_files(cert_dir), certificate_key, now)
+
+
+def upload_shared_files(api: k8s.ApiClient, files: dict[str, bytes], certificate_key: str | None = None,
+                        now: datetime | None = None) -> str:
+    """kubeadm-certs from the shared files given (relative names as in /etc/kubernetes/pki), encrypted with
+    the certificate key (a new one unless given); returns the key."""
     key_hex = certificate_key or new_certificate_key()
     try:
         key = parse_certificate_key(key_hex)
     except ValueError as exc:
         raise ConfigError([Problem("--certificate-key", str(exc))], source="flags") from None
-    data = encrypt_shared_files(key, read_shared_files(cert_dir))
+    data = encrypt_shared_files(key, files)
     proxy = generate_token(now or datetime.now(timezone.utc), objects.CERTS_TOKEN_TTL)
     kc.upload_certs(api, data, proxy)
     return key_hex

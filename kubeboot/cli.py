@@ -210,7 +210,8 @@ def images_list(inventory: Path) -> None:
 @main.command()
 def phases() -> None:
     """List the phases of `up` with their paths (for --only and --skip-phases)."""
-    from kubeboot.phases.workflows import UP, describe
+    from kubeboot.phases.workflows import describe
+    from kubeboot.workflows.up import UP
 
     output.result(describe(UP))
 

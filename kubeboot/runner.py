@@ -122,13 +122,18 @@ def combine(errors: Mapping[str, BaseException], phase: str) -> KubebootError:
 class RunResult:
     changes: int = 0
     planned: dict[str, list[str]] = field(default_factory=dict)  # phase path -> action descriptions
+    seconds: dict[str, float] = field(default_factory=dict)  # top-level phase -> elapsed
+
+
+StepSession = Callable[["Runner", str, bool, RunResult], object]
 
 
 class Runner:
     def __init__(self, cfg: ClusterConfig, artifacts: Mapping[str, tuple[Artifact, ...]], options: RunOptions,
                  connect: ConnectOptions, reporter: output.Reporter, trace: TraceLog,
                  transports: Mapping[str, Transport] | None = None,
-                 rerender: Callable[[Mapping[str, HostFacts]], Mapping[str, tuple[Artifact, ...]]] | None = None
+                 rerender: Callable[[Mapping[str, HostFacts]], Mapping[str, tuple[Artifact, ...]]] | None = None,
+                 session: StepSession | None = None, extra_paths: Callable[[Host], Sequence[str]] | None = None
                  ) -> None:
         self.cfg = cfg
         self.artifacts = artifacts
@@ -140,6 +145,8 @@ class Runner:
         self.transports: dict[str, Transport] = dict(transports or {})
         self.facts: dict[str, HostFacts] = {}
         self.rerender = rerender  # desired files that depend on host facts (e.g. CA dirs in manifests)
+        self.session = session  # builds the object cluster-level steps receive
+        self.extra_paths = extra_paths  # files whose state the workflow decides on without placing them
 
     # --- connections and facts ------------------------------------------------------------------
 
@@ -150,9 +157,12 @@ class Runner:
         """One round trip per host (in parallel) for everything later phases decide on."""
         def one(h: Host) -> None:
             paths = [a.path for a in self.artifacts.get(h.name, ())]
+            if self.extra_paths is not None:
+                paths += self.extra_paths(h)
             # uploaded offline packages are compared like any file, so a retry does not upload them again
             paths += [f"{OFFLINE_DIR}/{name}" for name, _data in self.options.offline_packages]
-            res = self._transport(h).run(gather_script(paths), display="gather facts", timeout=120)
+            users = self.cfg.kubectl_users if h.is_control_plane else ()
+            res = self._transport(h).run(gather_script(paths, users), display="gather facts", timeout=120)
             self.facts[h.name] = parse_facts(res.stdout)
 
         if not self.transports:  # input errors (key files, sudo password variables) before any connection
@@ -275,11 +285,24 @@ class Runner:
             self.artifacts = self.rerender(self.facts)
         self.rep.phase_done("connect", f"facts from {len(self.hosts)} host(s)")
         for sel in selected:
+            t0 = time.monotonic()
             if sel.path == "preflight":
                 self.preflight()
+            elif sel.phase.step is not None:
+                if self.session is None:
+                    raise AssertionError(f"phase {sel.path} needs a workflow session")
+                sel.phase.step(self.session(self, sel.path, dry_run, result))
             else:
                 self.run_phase(sel, dry_run, result)
+            name = sel.path.split("/")[0]
+            result.seconds[name] = result.seconds.get(name, 0.0) + time.monotonic() - t0
         return result
+
+    def apply_actions(self, host: Host, actions: Sequence[Action], path: str) -> None:
+        """Apply actions on one host now (a step's own plan), then refresh that host's facts."""
+        self._apply(host, actions, path)
+        if any(isinstance(a, (RunCommand, UploadFile)) for a in actions):
+            self.gather([host])
 
 
 __all__ = ["AuthenticationError", "ConnectOptions", "RunResult", "Runner", "TraceLog"]

@@ -46,6 +46,17 @@ class ApiError(KubebootError):
     exit_code = 6
 
 
+def from_kubeconfig_data(data: bytes, server: str | None = None) -> k8s.ApiClient:
+    """A client from kubeconfig bytes (kubeboot up: the admin.conf rendered from the state directory), with its
+    server replaced when this process reaches the API elsewhere than the nodes do."""
+    doc = yaml.safe_load(data)
+    if server is not None:
+        for c in doc.get("clusters") or []:
+            c["cluster"]["server"] = server
+    api: k8s.ApiClient = kconfig.new_client_from_config_dict(doc)  # type: ignore[no-untyped-call]
+    return api
+
+
 def from_kubeconfig(path: Path) -> k8s.ApiClient:
     try:
         api: k8s.ApiClient = kconfig.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
@@ -92,6 +103,16 @@ def retry(fn: Callable[[], T], timeout: float = API_TIMEOUT, interval: float = 0
 # --- generic objects --------------------------------------------------------------------------------
 
 _COMPARED = ("data", "type", "rules", "roleRef", "subjects")
+FIELD_MANAGER = "kubeboot"
+
+
+def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An object without what the server changes on every write (for comparing a dry-run apply's result)."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items()
+            if k not in ("managedFields", "resourceVersion", "generation")}
+    out["metadata"] = meta
+    return out
 
 
 class Objects:
@@ -121,6 +142,19 @@ class Objects:
                 return None
             raise
 
+    @staticmethod
+    def _same(current: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
+        if all(current.get(k) == obj.get(k) for k in _COMPARED if k in obj or k in current):
+            want_ann = obj["metadata"].get("annotations") or {}
+            have_ann = (current.get("metadata") or {}).get("annotations") or {}
+            return all(have_ann.get(k) == v for k, v in want_ann.items())
+        return False
+
+    def would_apply(self, obj: Mapping[str, Any]) -> str:
+        """What apply would do, without doing it: create | update | unchanged."""
+        current = self.get(obj)
+        return "create" if current is None else "unchanged" if self._same(current, obj) else "update"
+
     def apply(self, obj: Mapping[str, Any]) -> str:
         """created | updated | unchanged"""
         res = self._resource(obj)
@@ -129,11 +163,8 @@ class Objects:
         if current is None:
             res.create(body=dict(obj), namespace=meta.get("namespace"))
             return "created"
-        if all(current.get(k) == obj.get(k) for k in _COMPARED if k in obj or k in current):
-            want_ann = obj["metadata"].get("annotations") or {}
-            have_ann = (current.get("metadata") or {}).get("annotations") or {}
-            if all(have_ann.get(k) == v for k, v in want_ann.items()):
-                return "unchanged"
+        if self._same(current, obj):
+            return "unchanged"
         if obj.get("roleRef") and current.get("roleRef") != obj.get("roleRef"):
             res.delete(name=meta["name"], namespace=meta.get("namespace"))  # roleRef is immutable
             res.create(body=dict(obj), namespace=meta.get("namespace"))
@@ -142,6 +173,24 @@ class Objects:
         body["metadata"] = {**obj["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}
         res.replace(body=body, namespace=meta.get("namespace"))
         return "updated"
+
+    def server_apply(self, obj: Mapping[str, Any], dry_run: bool = False) -> str:
+        """Server-side apply as field manager "kubeboot" (workloads: the addons, the CNI, the user's manifests):
+        created | configured | unchanged (an apply that changes nothing leaves the resourceVersion alone)."""
+        meta = obj["metadata"]
+        current = self.get(obj)
+        if dry_run and current is None:
+            return "created"
+        kw: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        res = self._resource(obj)
+        out = res.server_side_apply(body=dict(obj), name=meta["name"], namespace=meta.get("namespace"),
+                                    field_manager=FIELD_MANAGER, force_conflicts=True, **kw).to_dict()
+        if current is None:
+            return "created"
+        if dry_run:
+            return "unchanged" if _comparable(out) == _comparable(current) else "configured"
+        same = out["metadata"].get("resourceVersion") == current["metadata"].get("resourceVersion")
+        return "unchanged" if same else "configured"
 
     def delete(self, obj: Mapping[str, Any]) -> bool:
         meta = obj["metadata"]

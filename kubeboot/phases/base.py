@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubeboot.config.model import ClusterConfig, Host, Role
 from kubeboot.plan.actions import Action
@@ -39,6 +40,9 @@ class PhaseContext:
 
 
 PlanFn = Callable[[PhaseContext, Host], Sequence[Action]]
+# A cluster-level step (API calls, joins one host at a time): gets the workflow's session object, which plans
+# when it is a dry run and applies otherwise. Typed loosely here so the phase list stays free of the shell.
+StepFn = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Phase:
     plan: PlanFn | None = None
     roles: frozenset[Role] | None = None  # None: every host
     children: tuple[Phase, ...] = ()
+    step: StepFn | None = None  # instead of `plan`: one step for the whole cluster
 
     def applies_to(self, host: Host) -> bool:
         return self.roles is None or bool(self.roles & host.roles)

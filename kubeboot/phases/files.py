@@ -16,7 +16,8 @@ CONTAINERD = "/etc/containerd/config.toml"
 
 def plan_files(ctx: PhaseContext, host: Host) -> list[Action]:
     f = ctx.facts[host.name]
-    writes = file_actions(ctx.artifacts.get(host.name, ()), f)
+    # nginx.conf belongs to the load-balancer phase
+    writes = file_actions(tuple(a for a in ctx.artifacts.get(host.name, ()) if a.path != NGINX), f)
     out: list[Action] = list(writes)
     changed = {w.artifact.path for w in writes if "content changed" in w.reason or w.reason == "new"}
     if not f.systemd:
@@ -33,13 +34,6 @@ def plan_files(ctx: PhaseContext, host: Host) -> list[Action]:
         out.append(RunCommand("systemctl restart kubelet", "the kubelet is not running"))
     if CONTAINERD in changed and f.services.get("containerd") == "active":
         out.append(RunCommand("systemctl restart containerd", f"{CONTAINERD} changed"))
-    if any(a.path == NGINX for a in ctx.artifacts.get(host.name, ())):
-        if f.services.get("nginx") == "active":
-            if NGINX in changed:
-                # Reload, not restart: established API connections (watches) survive a reload.
-                out.append(RunCommand("nginx -t -q && systemctl reload nginx", f"{NGINX} changed"))
-        else:
-            out.append(RunCommand("nginx -t -q && systemctl enable --now nginx", "nginx is not running"))
     return out
 
 

@@ -62,6 +62,7 @@ class HostFacts:
     # ID, `sha256:<config digest>`). Empty when containerd is not running.
     images: Mapping[str, str] = field(default_factory=dict)
     cgroup_fs: str = ""  # file system type of /sys/fs/cgroup: cgroup2fs (v2) or tmpfs (v1 / hybrid)
+    homes: Mapping[str, str] = field(default_factory=dict)  # user -> home directory (the users asked about)
 
     @property
     def package_manager(self) -> str | None:
@@ -74,13 +75,15 @@ class HostFacts:
         return None
 
 
-def gather_script(paths: Iterable[str]) -> str:
-    """One POSIX sh script printing `@@kubeboot <section>` headers, each followed by its raw lines."""
+def gather_script(paths: Iterable[str], users: Iterable[str] = ()) -> str:
+    """One POSIX sh script printing `@@kubeboot <section>` headers, each followed by its raw lines. For each
+    of `users` (that exists) its home directory, and its ~/.kube/config among the files."""
     bins = " ".join(REQUIRED_BINARIES + OPTIONAL_BINARIES + OTHER_BINARIES)
     sysctls = " ".join(SYSCTLS)
     services = " ".join(SERVICES)
     quoted = " ".join(shlex.quote(p) for p in sorted(set(paths)))
     dirs = " ".join(CA_DIRS)
+    names = " ".join(shlex.quote(u) for u in users)
     return f"""export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 m() {{ echo "{_MARK}$1"; }}
 m os-release; cat /etc/os-release 2>/dev/null
@@ -104,6 +107,8 @@ m ufw; command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | head -1
 m firewall-ports; command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --list-ports 2>/dev/null | tr ' ' '\\n'; command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | awk 'NR>4 && $2=="ALLOW" {{print $1}}'
 m versions; for b in containerd kubelet kubeadm; do command -v $b >/dev/null 2>&1 && echo "$b=$($b --version 2>/dev/null | head -1)"; done; command -v kubectl >/dev/null 2>&1 && echo "kubectl=$(kubectl version --client 2>/dev/null | head -1)"
 m files; for f in {quoted}; do [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
+m homes; for u in {names}; do h=$(getent passwd "$u" | cut -d: -f6) && [ -n "$h" ] && echo "$u $h"; done
+m user-files; for u in {names}; do h=$(getent passwd "$u" | cut -d: -f6) && f="$h/.kube/config" && [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
 m dirs; for d in {dirs}; do [ -d "$d" ] && echo "$d"; done
 m cgroup-fs; stat -fc %T /sys/fs/cgroup 2>/dev/null
 m images; if command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then timeout 30 ctr -n k8s.io images ls 2>/dev/null | awk 'NR>1 {{print $1, $3}}'; fi
@@ -146,7 +151,7 @@ def parse_facts(output: str) -> HostFacts:
         services[name] = active or "unknown"
         enabled[name] = en or "unknown"
     files: dict[str, FileState] = {}
-    for line in s.get("files", []):
+    for line in s.get("files", []) + s.get("user-files", []):
         digest, mode, owner, group, path = line.split(" ", 4)
         files[path] = FileState("sha256:" + digest, int(mode, 8), owner, group)
     ports = {p for p in (_port(a) for a in s.get("ports", [])) if p is not None}
@@ -179,4 +184,5 @@ def parse_facts(output: str) -> HostFacts:
         fstab_swap=bool(s.get("fstab-swap")),
         images=_kv(s.get("images", []), " "),
         cgroup_fs=(s.get("cgroup-fs") or [""])[0].strip(),
+        homes=_kv(s.get("homes", []), " "),
     )

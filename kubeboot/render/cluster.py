@@ -25,6 +25,7 @@ class RenderHints:
     """The few host facts rendering depends on (from facts gathered over SSH; defaults assume Debian/Ubuntu)."""
 
     ca_dirs: Sequence[str] = manifests.DEFAULT_CA_DIRS
+    lb_backends: Sequence[str] | None = None  # control planes the load balancer proxies to (None: all)
 
 
 def local_api_url(host: Host) -> str:
@@ -93,7 +94,7 @@ def render_host(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken, host
         out += _worker_files(cfg, pki, token)
     if host.is_node:
         out += node_artifacts(cfg, host)
-    lb = nginx_conf(cfg, host)
+    lb = nginx_conf(cfg, host, facts.lb_backends)
     if lb is not None:
         out.append(lb)
     paths = [a.path for a in out]

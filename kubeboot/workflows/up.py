@@ -1,23 +1,65 @@
-"""Shell: `kubeboot up` / `kubeboot plan` — render from inventory + state, then run the workflow on the hosts."""
+"""Shell: `kubeboot up` / `kubeboot plan` — the manual kubeadm HA recipe as one workflow.
+
+Read UP beside the recipe: check and prepare every host, install the runtime and the images, put the load
+balancer in front of the API servers, start the first control plane and do what `kubeadm init` does after
+that, join the other control planes one at a time and the workers in parallel, install the pod network, and
+set up kubectl. Each phase plans from facts and applies only differences, so a second run changes nothing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from kubeboot import output
 from kubeboot.errors import ConfigError, ImageArchiveError, Problem
 from kubeboot.offline import RenderResult, render
 from kubeboot.phases.base import RunOptions
-from kubeboot.phases.workflows import UP
+from kubeboot.phases.files import FILES
+from kubeboot.phases.images import IMAGES
+from kubeboot.phases.kubectl import KUBECTL
+from kubeboot.phases.lb import LOAD_BALANCER
+from kubeboot.phases.prepare import PREPARE
+from kubeboot.phases.runtime import RUNTIME
+from kubeboot.phases.base import Phase
+from kubeboot.phases.workflows import PREFLIGHT
+from kubeboot.workflows import controlplane as cp
+from kubeboot.workflows.network import cni
+from kubeboot.workflows.session import PROBED, Session, ready_control_planes
+from kubeboot.workflows.workers import join_workers
 from kubeboot.plan.archives import ArchiveError, ImageArchive, read_archive
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import HostFacts
 from kubeboot.render.cluster import RenderHints, render_cluster
 from kubeboot.render.images import required_images
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
+from kubeboot.config.model import ClusterConfig, Host
 from kubeboot.transport.base import Transport
+
+
+INIT = Phase("init", "The first control plane, then what kubeadm init does once its API server runs", children=(
+    Phase("wait-control-plane", "Wait for the API server through the endpoint; admin.conf becomes cluster admin",
+          step=cp.wait_control_plane),
+    Phase("upload-config", "Store kubeadm-config and kubelet-config in kube-system", step=cp.upload_config),
+    Phase("bootstrap-token", "The bootstrap token, node-bootstrap RBAC and cluster-info", step=cp.bootstrap_token),
+    Phase("mark-control-plane", "Label and taint the first control plane's Node", step=cp.mark_first_control_plane),
+    Phase("addons", "kubeadm's addons, with kubeadm's objects", children=(
+        Phase("coredns", "CoreDNS: Deployment, Service kube-dns, RBAC, Corefile", step=cp.coredns),
+        Phase("kube-proxy", "kube-proxy: DaemonSet, its ConfigMap and RBAC", step=cp.kube_proxy),
+    )),
+))
+JOIN_CONTROL_PLANES = Phase("join-control-planes", "Further control planes, one at a time, with kubeadm's join "
+                                                   "protocol; each joins the LB once ready",
+                            step=cp.join_control_planes)
+JOIN_WORKERS = Phase("join-workers", "Workers in parallel: token discovery, TLS bootstrap by the kubelet",
+                     step=join_workers)
+CNI = Phase("cni", "The pod network (flannel by default) and the user's manifests; nodes become Ready",
+            step=lambda s: cni(s, s.inventory))
+
+UP: tuple[Phase, ...] = (PREFLIGHT, PREPARE, RUNTIME, IMAGES, LOAD_BALANCER, FILES, INIT, JOIN_CONTROL_PLANES,
+                         JOIN_WORKERS, CNI, KUBECTL)
 
 
 @dataclass(frozen=True)
@@ -92,15 +134,78 @@ def up(req: UpRequest, reporter: output.Reporter,
             reporter.warn("images", None, f"{len(missing)} image(s) the cluster needs are in no archive of "
                                           f"{where[0]} (nodes must pull them): {', '.join(missing)}")
 
+    cfg = rendered.config
+
     def rerender(facts: Mapping[str, HostFacts]) -> Mapping[str, tuple[Artifact, ...]]:
-        per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs))) for name, f in facts.items()}
-        return render_cluster(rendered.config, rendered.pki, rendered.token, per_host)
+        backends = lb_backends(cfg, facts)
+        per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends)
+                    for name, f in facts.items()}
+        return placed_by_up(cfg, render_cluster(cfg, rendered.pki, rendered.token, per_host))
+
+    def session(runner: Runner, path: str, dry_run: bool, result: RunResult) -> Session:
+        s = Session(runner, rendered, path, dry_run, result)
+        s.inventory = req.inventory
+        return s
 
     trace = TraceLog(rendered.state_dir / "trace.log")
-    runner = Runner(rendered.config, rendered.hosts, options, req.connect, reporter, trace, transports,
-                    rerender)
+    runner = Runner(cfg, placed_by_up(cfg, rendered.hosts), options, req.connect, reporter, trace, transports,
+                    rerender, session, lambda h: PROBED)
     try:
         result = runner.run(UP, req.only, req.skip, req.dry_run)
+        if not req.dry_run:
+            summary(runner, rendered, req, result, reporter)
     finally:
         runner.close()
     return rendered, result
+
+
+def placed_by_up(cfg: ClusterConfig, full: Mapping[str, tuple[Artifact, ...]]) -> dict[str, tuple[Artifact, ...]]:
+    """What the files and load-balancer phases place: everything for the first control plane; on every other
+    node only its node files. Their certificates, kubeconfigs and manifests come from joining, as when a
+    person runs `kubeadm join`; a worker's bootstrap kubeconfig too."""
+    first = cfg.first_control_plane.name
+    out = {}
+    for name, arts in full.items():
+        host = cfg.host(name)
+        if name != first and host.is_node:
+            arts = tuple(a for a in arts if not a.path.startswith("/etc/kubernetes/"))
+        out[name] = arts
+    return out
+
+
+def lb_backends(cfg: ClusterConfig, facts: Mapping[str, HostFacts]) -> tuple[str, ...]:
+    """The control planes a load balancer may send traffic to: joined ones whose API server is ready now;
+    before anything has joined, the first control plane alone (init starts it next)."""
+    joined = [h for h in cfg.control_planes if h.name in facts and
+              {"/etc/kubernetes/kubelet.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"} <=
+              set(facts[h.name].files)]
+    return tuple(ready_control_planes(cfg, joined)) or (cfg.first_control_plane.name,)
+
+
+def summary(runner: Runner, rendered: RenderResult, req: UpRequest, result: RunResult,
+            reporter: output.Reporter) -> None:
+    """Nodes with roles, versions and readiness (when the API answers), the endpoint, where a kubeconfig comes
+    from, and the time each phase took."""
+    cfg = rendered.config
+    s = Session(runner, rendered, "summary", False, RunResult())
+    lines = [f"endpoint {cfg.control_plane_endpoint.url()} ({cfg.load_balancer_mode.value})"]
+    try:
+        from kubernetes import client as k8s
+
+        if cp.api_reachable(s):
+            node: Any
+            for node in k8s.CoreV1Api(s.admin()).list_node().items:
+                labels = node.metadata.labels or {}
+                roles = ",".join(sorted(k.split("/", 1)[1] for k in labels
+                                        if k.startswith("node-role.kubernetes.io/"))) or "worker"
+                ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+                lines.append(f"node {node.metadata.name:<16} {roles:<14} {node.status.node_info.kubelet_version:<10} "
+                             f"{'Ready' if ready else 'NotReady'}")
+    except Exception as exc:  # noqa: BLE001 - the summary never turns a finished run into a failure
+        lines.append(f"nodes: cannot list ({type(exc).__name__})")
+    lines.append(f"kubeconfig: kubeboot kubeconfig -i {req.inventory} -o admin.conf (on the control planes: "
+                 f"/root/.kube/config" + (f", and for {', '.join(cfg.kubectl_users)}" if cfg.kubectl_users else "")
+                 + ")")
+    lines.append("time per phase: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
+    for line in lines:
+        reporter.info("summary", None, line)

@@ -31,7 +31,8 @@ from kubeboot.phases.runtime import (
     plan_containerd,
     plan_packages,
 )
-from kubeboot.phases.workflows import UP
+from kubeboot.phases.lb import lb_actions
+from kubeboot.workflows.up import UP
 from kubeboot.pki.bundle import plan_pki
 from kubeboot.pki.tokens import generate_token
 from kubeboot.plan.actions import Action, RunCommand, WriteFile
@@ -718,9 +719,12 @@ def test_files_fresh_hosts_get_every_file_and_services_are_started_only_where_ne
     cp = plan_files(ctx, cl.host("cp1"))
     assert writes(cp) == [a.path for a in cl.artifacts["cp1"]]
     assert commands(cp) == ["systemctl daemon-reload"]  # kubelet and containerd are not running yet
-    lb = plan_files(ctx, cl.host("lb1"))
+    assert plan_files(ctx, cl.host("lb1")) == []  # nginx.conf is the load-balancer phase's
+    lb = lb_actions(ctx, cl.host("lb1"))
     assert writes(lb) == ["/etc/nginx/nginx.conf"]
-    assert commands(lb) == ["nginx -t -q && systemctl enable --now nginx"]
+    install = commands(lb)  # a fresh host has no nginx: installed with the stream module, then started
+    assert "libnginx-mod-stream" in install[0]
+    assert install[1:] == ["nginx -t -q && systemctl enable nginx && systemctl restart nginx"]
 
 
 def test_files_only_differing_files_are_written(cl: Cluster) -> None:
@@ -770,13 +774,13 @@ def test_files_containerd_config_restarts_containerd_when_active(cl: Cluster) ->
 def test_nginx_reload_when_changed_and_running_enable_when_not_running(cl: Cluster) -> None:
     nginx = "/etc/nginx/nginx.conf"
     changed = converged(cl, "lb1", files={nginx: FileState("sha256:" + "4" * 64, 0o644, "root", "root")})
-    acts = plan_files(ctx_for(cl, {"lb1": changed}), cl.host("lb1"))
+    acts = lb_actions(ctx_for(cl, {"lb1": changed}), cl.host("lb1"))
     assert writes(acts) == [nginx] and commands(acts) == ["nginx -t -q && systemctl reload nginx"]
     stopped = converged(cl, "lb1", services={"nginx": "inactive"})
-    acts = plan_files(ctx_for(cl, {"lb1": stopped}), cl.host("lb1"))
-    assert writes(acts) == [] and commands(acts) == ["nginx -t -q && systemctl enable --now nginx"]
-    assert not any("nginx" in c for c in commands(plan_files(ctx_for(cl, {"w1": converged(cl, "w1", services={})}),
-                                                          cl.host("w1"))))
+    acts = lb_actions(ctx_for(cl, {"lb1": stopped}), cl.host("lb1"))
+    assert writes(acts) == [] and commands(acts) == ["nginx -t -q && systemctl enable nginx && systemctl restart nginx"]
+    assert lb_actions(ctx_for(cl), cl.host("lb1")) == []  # converged: nothing
+    assert lb_actions(ctx_for(cl, {"w1": converged(cl, "w1", services={})}), cl.host("w1")) == []
 
 
 def test_files_without_systemd_places_files_but_touches_no_service(cl: Cluster) -> None:
@@ -784,8 +788,9 @@ def test_files_without_systemd_places_files_but_touches_no_service(cl: Cluster) 
     ctx = ctx_for(cl, facts)
     for name in HOSTS:
         acts = plan_files(ctx, cl.host(name))
-        assert writes(acts) == [a.path for a in cl.artifacts[name]], name
+        assert writes(acts) == [a.path for a in cl.artifacts[name] if a.path != "/etc/nginx/nginx.conf"], name
         assert commands(acts) == [], name
+        assert not any("systemctl" in c for c in commands(lb_actions(ctx, cl.host(name)))), name
 
 
 # --- selection -------------------------------------------------------------------------------------------
@@ -794,10 +799,16 @@ def test_files_without_systemd_places_files_but_touches_no_service(cl: Cluster) 
 def test_flatten_lists_the_leaves_of_up_in_order() -> None:
     assert [s.path for s in flatten(UP)] == ["preflight", "prepare/swap", "prepare/selinux", "prepare/firewall",
                                             "prepare/kernel", "runtime/packages", "runtime/containerd", "images",
-                                            "files"]
+                                            "load-balancer", "files", "init/wait-control-plane", "init/upload-config",
+                                            "init/bootstrap-token", "init/mark-control-plane", "init/addons/coredns",
+                                            "init/addons/kube-proxy", "join-control-planes", "join-workers", "cni",
+                                            "kubectl"]
     assert set(all_paths(UP)) == {"preflight", "prepare", "prepare/swap", "prepare/selinux", "prepare/firewall",
                                   "prepare/kernel", "runtime", "runtime/packages", "runtime/containerd", "images",
-                                  "files"}
+                                  "load-balancer", "files", "init", "init/wait-control-plane", "init/upload-config",
+                                  "init/bootstrap-token", "init/mark-control-plane", "init/addons",
+                                  "init/addons/coredns", "init/addons/kube-proxy", "join-control-planes",
+                                  "join-workers", "cni", "kubectl"}
 
 
 def test_select_only_and_skip_by_path() -> None:
@@ -809,7 +820,9 @@ def test_select_only_and_skip_by_path() -> None:
     assert paths(("prepare",)) == ["prepare/swap", "prepare/selinux", "prepare/firewall", "prepare/kernel"]
     assert paths(("files", "preflight")) == ["preflight", "files"]  # workflow order, not argument order
     assert paths(("prepare",), ("prepare/firewall", "prepare/selinux")) == ["prepare/swap", "prepare/kernel"]
-    assert paths((), ("prepare", "runtime/containerd")) == ["preflight", "runtime/packages", "images", "files"]
+    assert paths((), ("prepare", "runtime/containerd", "init", "join-control-planes", "join-workers", "cni",
+                      "kubectl")) == ["preflight", "runtime/packages", "images", "load-balancer", "files"]
+    assert paths(("init/addons",)) == ["init/addons/coredns", "init/addons/kube-proxy"]
     assert paths(("runtime",), ("runtime",)) == []
     selected = select(UP, ("runtime/packages",))
     assert selected[0].phase.plan is plan_packages

@@ -1,0 +1,246 @@
+"""Shell: the control-plane steps of `kubeboot up` — what `kubeadm init` does once the first API server runs
+(wait, kubeadm-config and kubelet-config, bootstrap token with its RBAC and cluster-info, mark-control-plane,
+the CoreDNS and kube-proxy addons), then further control planes joined one at a time with kubeadm's protocol,
+each added to the load balancer only once its API server is ready."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kubernetes import client as k8s
+
+from kubeboot.apiphases import CONTROL_PLANE_LABELS, CONTROL_PLANE_TAINT, mark_control_plane, upload_shared_files
+from kubeboot.config.model import Host, LoadBalancerMode
+from kubeboot.errors import KubebootError
+from kubeboot.initnode import WAIT_TIMEOUT, wait_live
+from kubeboot.join import JoinRequest, join
+from kubeboot.kube import client as kc
+from kubeboot.kube import objects
+from kubeboot.phases.base import PhaseContext
+from kubeboot.phases.lb import NGINX_CONF, lb_actions
+from kubeboot.pki.protocol import KUBEADM_CERTS_FILES, ca_cert_hash
+from kubeboot.render.cluster import local_api_url
+from kubeboot.render.lb import nginx_conf
+from kubeboot.render.node import kubelet_config
+from kubeboot.workflows.nodes import RemoteNode
+from kubeboot.workflows.session import Session, ready, ready_control_planes
+
+Obj = dict[str, Any]
+
+
+class ControlPlaneUnhealthyError(KubebootError):
+    exit_code = 6
+
+
+# --- applying API objects, planned or for real ------------------------------------------------------------
+
+def api_reachable(s: Session) -> bool:
+    return ready(s.api_url())
+
+
+def apply_objects(s: Session, objs: Sequence[Mapping[str, Any]], server_side: bool = False) -> None:
+    """Create or update each object; report only those that change. In a plan against a cluster whose API is
+    not up yet (a fresh cluster), every object is a planned creation."""
+    up = not s.dry_run or api_reachable(s)
+    api = kc.Objects(s.admin()) if up else None
+    for obj in objs:
+        if server_side and "resourceVersion" in obj["metadata"]:  # an apply patch must not pin a version
+            obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
+        name = f"{obj['kind'].lower()}/{obj['metadata']['name']}"
+        ns = obj["metadata"].get("namespace")
+        where = f"{ns}/{name}" if ns else name
+        if api is None:
+            s.change(None, f"create {where}")
+            continue
+        if server_side:
+            outcome = _retry_new_kinds(_server_apply(api, obj, s.dry_run))
+        elif s.dry_run:
+            outcome = {"create": "created", "update": "updated"}.get(api.would_apply(obj), "unchanged")
+        else:
+            outcome = api.apply(obj)
+        if outcome != "unchanged":
+            s.change(None, f"{_verb(outcome)} {where}")
+
+
+def _server_apply(api: kc.Objects, obj: Mapping[str, Any], dry_run: bool) -> Callable[[], str]:
+    return lambda: api.server_apply(obj, dry_run=dry_run)
+
+
+def _verb(outcome: str) -> str:
+    return {"created": "create", "updated": "update", "configured": "configure"}.get(outcome, outcome)
+
+
+def _retry_new_kinds(fn: Callable[[], str], timeout: float = 60.0) -> str:
+    """A custom resource right after its CRD: the kind is unknown until the CRD is established."""
+    return kc.retry(fn, timeout=timeout, interval=1.0,
+                    retry_on=lambda e: type(e).__name__ in ("ResourceNotFoundError", "NotFoundError")
+                    or getattr(e, "status", None) == 404)
+
+
+# --- init: the first control plane ----------------------------------------------------------------------
+
+def wait_control_plane(s: Session) -> None:
+    s.start()
+    url = s.api_url()
+    if s.dry_run:
+        if not ready(url):
+            s.change(None, f"wait for the API server at {url}, then make admin.conf a cluster admin")
+        s.done()
+        return
+    wait_live(url, WAIT_TIMEOUT)
+    outcome = kc.ensure_admin_binding(s.admin(), s.super_admin())
+    if outcome not in ("exists", "unchanged"):
+        s.change(None, f"{outcome} clusterrolebinding/kubeadm:cluster-admins (admin.conf's group)")
+    kc.wait_cluster_admin(s.admin())
+    s.done(f"API server ready at {url}" + (f"; {len(s.planned)} change(s)" if s.planned else ""))
+
+
+def upload_config(s: Session) -> None:
+    s.start()
+    apply_objects(s, [objects.kubeadm_config(s.cfg), objects.kubelet_config_map(kubelet_config(s.cfg))])
+    s.done()
+
+
+def bootstrap_token(s: Session) -> None:
+    """The state directory's bootstrap token (what workers' bootstrap-kubelet.conf carries), node-bootstrap
+    RBAC, and cluster-info (created only when absent: joined control planes' JWS signatures live in it)."""
+    s.start()
+    cfg, ca = s.cfg, s.rendered.pki.cas["ca"].cert_pem()
+    objs: list[Mapping[str, Any]] = [objects.token_secret(s.rendered.token,
+                                                          description=objects.INIT_TOKEN_DESCRIPTION)]
+    objs += objects.bootstrap_rbac(cfg)
+    apply_objects(s, objs)
+    info = objects.cluster_info(cfg.control_plane_endpoint.url(), ca)
+    if s.dry_run and not api_reachable(s):
+        s.change(None, "create kube-public/configmap/cluster-info")
+    elif kc.Objects(s.admin()).get(info) is None:
+        if not s.dry_run:
+            kc.Objects(s.admin()).apply(info)
+        s.change(None, "create kube-public/configmap/cluster-info")
+    s.done()
+
+
+def _marked(api: k8s.ApiClient, name: str) -> bool:
+    try:
+        node = k8s.CoreV1Api(api).read_node(name)
+    except Exception:  # noqa: BLE001 - not registered yet
+        return False
+    labels = (node.metadata.labels if node.metadata else None) or {}
+    taints = (node.spec.taints if node.spec else None) or []
+    return all(labels.get(k) == v for k, v in CONTROL_PLANE_LABELS.items()) and \
+        any(t.key == CONTROL_PLANE_TAINT and t.effect == "NoSchedule" for t in taints)
+
+
+def mark_first_control_plane(s: Session) -> None:
+    s.start()
+    name = s.cfg.first_control_plane.name
+    if s.dry_run:
+        if not api_reachable(s) or not _marked(s.admin(), name):
+            s.change(name, "label and taint the Node as a control plane")
+    elif not _marked(s.admin(), name):
+        s.change(name, mark_control_plane(s.admin(), name))
+    s.done()
+
+
+def coredns(s: Session) -> None:
+    from kubeboot.render.addons import coredns_objects
+
+    s.start()
+    apply_objects(s, coredns_objects(s.cfg), server_side=True)
+    s.done()
+
+
+def kube_proxy(s: Session) -> None:
+    from kubeboot.render.addons import kube_proxy_objects
+
+    s.start()
+    apply_objects(s, kube_proxy_objects(s.cfg, s.cfg.control_plane_endpoint.url()), server_side=True)
+    s.done()
+
+
+# --- joins -----------------------------------------------------------------------------------------------
+
+def discovery_endpoint(s: Session) -> str:
+    """Where joins read cluster-info: the endpoint, or (node-local: the endpoint is each node's loopback) a
+    ready control plane."""
+    if s.cfg.load_balancer_mode is LoadBalancerMode.NODE_LOCAL:
+        return s.api_url().removeprefix("https://")
+    return s.cfg.control_plane_endpoint.hostport()
+
+
+def join_request(s: Session, host: Host, **kw: Any) -> JoinRequest:
+    ca = s.rendered.pki.cas["ca"].cert
+    node_local = s.cfg.load_balancer_mode is LoadBalancerMode.NODE_LOCAL
+    return JoinRequest(endpoint=discovery_endpoint(s), token=str(s.rendered.token), pins=(ca_cert_hash(ca),),
+                       node_name=host.name, node_ip=str(host.address), cri_socket=s.cfg.runtime.cri_socket,
+                       api_server=s.api_url() if node_local else None, discovery_timeout=60.0,
+                       discovery_interval=2.0, **kw)
+
+
+def shared_files(s: Session) -> dict[str, bytes]:
+    """The files kubeadm-certs carries, from the state directory (as rendered for the first control plane)."""
+    have = {a.path: a.content for a in s.rendered.hosts[s.cfg.first_control_plane.name]}
+    return {rel: have[f"/etc/kubernetes/pki/{rel}"] for rel in KUBEADM_CERTS_FILES.values()
+            if f"/etc/kubernetes/pki/{rel}" in have}
+
+
+def refresh_load_balancer(s: Session) -> None:
+    """Re-render nginx on every host that holds one with the control planes that are ready now; reload where
+    the backend list changed."""
+    cfg = s.cfg
+    joined = [h for h in cfg.control_planes if s.joined(h)]
+    names = ready_control_planes(cfg, joined) or [cfg.first_control_plane.name]
+    for h in cfg.hosts:
+        art = nginx_conf(cfg, h, names)
+        if art is None:
+            continue
+        ctx = PhaseContext(cfg, {h.name: (art,)}, s.runner.facts, s.runner.options)
+        acts = lb_actions(ctx, h)
+        if acts:
+            s.info(h.name, f"backends now {', '.join(names)}")
+        s.apply(h, acts)
+
+
+def wait_ready(host: Host, timeout: float) -> None:
+    url = local_api_url(host)
+    deadline = time.monotonic() + timeout
+    while not ready(url):
+        if time.monotonic() > deadline:
+            raise ControlPlaneUnhealthyError(
+                f"{host.name} [join-control-planes]: its API server at {url} is not ready after {timeout:.0f}s; "
+                f"it was NOT added to the load balancer",
+                hint=f"check {host.name}: journalctl -u kubelet, crictl ps -a; then run again")
+        time.sleep(1.0)
+
+
+def join_control_planes(s: Session) -> None:
+    """One at a time, in inventory order: etcd gains one learner at a time and promotes it before the next."""
+    s.start()
+    cfg = s.cfg
+    for h in cfg.control_planes[1:]:
+        if s.joined(h):
+            continue
+        if s.dry_run:
+            s.change(h.name, "join as a control plane (fresh certificate key, etcd learner then voter), then add "
+                             "it to the load balancer")
+            continue
+        key = upload_shared_files(s.admin(), shared_files(s))
+        s.info(h.name, "uploaded the shared certificates with a fresh certificate key (kubeadm-certs, 2h)")
+        node = RemoteNode(h.name, s.runner.transports[h.name], s.runner.facts[h.name].files)
+        try:
+            join(join_request(s, h, control_plane=True, certificate_key=key, advertise_address=str(h.address)),
+                 s.runner.rep, node=node, admin=s.admin())
+        except KubebootError as exc:
+            raise type(exc)(exc.message if exc.message.startswith(h.name) else
+                            f"{h.name} [join-control-planes]: {exc.message}", hint=exc.hint) from None
+        wait_ready(h, WAIT_TIMEOUT)
+        s.change(h.name, "joined as a control plane; its API server is ready")
+        s.runner.gather([h])
+        refresh_load_balancer(s)
+    s.done()
+
+
+def joined_nodes_report(s: Session) -> Mapping[str, str]:
+    return {h.name: ("joined" if s.joined(h) else "not joined") for h in s.cfg.hosts if h.is_node}

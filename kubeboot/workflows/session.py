@@ -1,0 +1,140 @@
+"""Shell: what a cluster-level step of `kubeboot up` works with — the inventory, the rendered state, the hosts'
+facts and connections (through the runner), the API server as the workstation reaches it, and one place that
+counts changes and says "would" in a plan and "did" when applying."""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes import client as k8s
+
+from kubeboot.config.model import ClusterConfig, Host, LoadBalancerMode
+from kubeboot.kube import client as kc
+from kubeboot.offline import RenderResult
+from kubeboot.plan.actions import Action
+from kubeboot.plan.artifact import Artifact
+from kubeboot.render.cluster import local_api_url
+from kubeboot.runner import RunResult, Runner
+
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
+# Files whose presence decides what the workflow does on a host, gathered with the facts.
+PROBED = (KUBELET_CONF, APISERVER_MANIFEST, ADMIN_CONF, "/etc/kubernetes/manifests/etcd.yaml",
+          "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/kubernetes/pki/ca.crt", "/root/.kube/config",
+          "/etc/bash_completion.d/kubectl")
+
+
+def ready(url: str, timeout: float = 3.0) -> bool:
+    """The API server at url answers /readyz with 200 (anonymous, unverified: readiness, not identity)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", context=ctx, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def ready_control_planes(cfg: ClusterConfig, candidates: Sequence[Host]) -> list[str]:
+    """Names of the candidates whose API server is ready, probed in parallel, in inventory order."""
+    if not candidates:
+        return []
+    with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
+        ok = list(pool.map(lambda h: ready(local_api_url(h)), candidates))
+    return [h.name for h, good in zip(candidates, ok) if good]
+
+
+@dataclass
+class Session:
+    runner: Runner
+    rendered: RenderResult
+    path: str  # the phase path being run, for progress lines
+    dry_run: bool
+    result: RunResult
+    planned: list[str] = field(default_factory=list)
+    inventory: Path = Path("inventory.yaml")
+    _admin: k8s.ApiClient | None = None
+
+    @property
+    def cfg(self) -> ClusterConfig:
+        return self.runner.cfg
+
+    # --- what the hosts say -----------------------------------------------------------------------------
+
+    def has(self, host: Host, path: str) -> bool:
+        return path in self.runner.facts[host.name].files
+
+    def joined(self, host: Host) -> bool:
+        """A node has joined once its kubelet holds a client kubeconfig; a control plane also runs an API
+        server manifest. (kubeadm's own preflight refuses to join a node that has either.)"""
+        if not self.has(host, KUBELET_CONF):
+            return False
+        return not host.is_control_plane or self.has(host, APISERVER_MANIFEST)
+
+    # --- the API server, as this workstation reaches it -------------------------------------------------
+
+    def api_url(self) -> str:
+        """The endpoint; in node-local mode (the endpoint is each node's loopback) a ready control plane."""
+        cfg = self.cfg
+        if cfg.load_balancer_mode is not LoadBalancerMode.NODE_LOCAL:
+            return cfg.control_plane_endpoint.url()
+        for h in cfg.control_planes:
+            if self.joined(h) and ready(local_api_url(h)):
+                return local_api_url(h)
+        return local_api_url(cfg.first_control_plane)
+
+    def first_cp_file(self, path: str) -> Artifact:
+        name = self.cfg.first_control_plane.name
+        return next(a for a in self.rendered.hosts[name] if a.path == path)
+
+    def admin(self) -> k8s.ApiClient:
+        """The first control plane's admin.conf (rendered from the state directory) aimed at api_url()."""
+        if self._admin is None:
+            self._admin = kc.from_kubeconfig_data(self.first_cp_file(ADMIN_CONF).content, self.api_url())
+        return self._admin
+
+    def super_admin(self) -> k8s.ApiClient:
+        return kc.from_kubeconfig_data(self.first_cp_file(SUPER_ADMIN_CONF).content, self.api_url())
+
+    # --- reporting and applying -------------------------------------------------------------------------
+
+    def change(self, host: str | None, what: str) -> None:
+        """One change: planned (dry run) or done."""
+        self.planned.append(f"{host}: {what}" if host else what)
+        self.result.planned.setdefault(self.path, []).append(f"{host}: {what}" if host else what)
+        self.result.changes += 1
+        self.runner.rep.info(self.path, host, f"would {what}" if self.dry_run else what)
+
+    def info(self, host: str | None, message: str) -> None:
+        self.runner.rep.info(self.path, host, message)
+
+    def apply(self, host: Host, actions: Sequence[Action]) -> None:
+        """Host actions a step decided on: printed in a plan, executed otherwise."""
+        if not actions:
+            return
+        for act in actions:
+            self.planned.append(f"{host.name}: {act.describe()}")
+            self.result.planned.setdefault(self.path, []).append(f"{host.name}: {act.describe()}")
+        self.result.changes += len(actions)
+        if self.dry_run:
+            for act in actions:
+                self.runner.rep.info(self.path, host.name, f"would {act.describe()}")
+            return
+        self.runner.apply_actions(host, actions, self.path)
+
+    def start(self) -> None:
+        self.runner.rep.phase_start(self.path)
+
+    def done(self, summary: str | None = None) -> None:
+        n = len(self.planned)
+        text = summary or (f"{n} change(s) planned" if self.dry_run and n else
+                           f"{n} change(s)" if n else "no changes")
+        self.runner.rep.phase_done(self.path, text)
