@@ -389,3 +389,50 @@ def test_a_changed_input_rebuilds_only_its_image(tmp_path: Path) -> None:
     assert third.built[0].manifest != first.built[1 if first.built[0].name == "busybox" else 0].manifest
     listed = json.loads((tmp_path / "images.json").read_text())["images"]
     assert [i["name"] for i in listed] == ["pause", "busybox"]
+
+
+def test_flannel_init_containers_run_as_the_shipped_manifest_says(layouts: dict[str, tuple[BuiltImage, Layout]],
+                                                                   tmp_path: Path) -> None:
+    """kubeboot's kube-flannel.yml (upstream's) runs ``cp -f /flannel /opt/cni/bin/flannel`` in flannel-cni-plugin
+    and ``/opt/bin/install-conf`` in flannel: each command, with its mounts, resolved through the image's PATH,
+    chrooted into the image's root, leaves the files on the "host"."""
+    _need_root()
+    from kubeboot.render import cni
+
+    objs = cni.shipped_manifest(cni.FLANNEL_MANIFEST)
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap"]
+    (ds,) = [o for o in objs if o["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    host = tmp_path / "host"
+    volumes: dict[str, Path] = {}
+    for v in pod["volumes"]:
+        if "configMap" in v:
+            d = tmp_path / "configmap" / v["name"]
+            d.mkdir(parents=True)
+            for key, text in cm["data"].items():
+                (d / key).write_text(text)
+            volumes[v["name"]] = d
+        else:
+            volumes[v["name"]] = host / v["hostPath"]["path"].lstrip("/")
+            volumes[v["name"]].mkdir(parents=True, exist_ok=True)
+    by_image = {img.ref: lay for img, lay in layouts.values()}
+    for c in pod["initContainers"]:
+        lay = by_image.get(c["image"])
+        if lay is None:
+            pytest.skip(f"image {c['image']} not built")
+        root = tmp_path / c["name"]
+        root.mkdir()
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(lay.layer)
+            f.flush()
+            subprocess.run(["tar", "-C", str(root), "-xf", f.name], check=True)
+        mounts = "".join(f"mkdir -p {root}{m['mountPath']} && "
+                         f"mount --bind {volumes[m['name']]} {root}{m['mountPath']}\n" for m in c["volumeMounts"])
+        env = [e for e in lay.config["config"]["Env"] if e.startswith("PATH=")]
+        argv = " ".join([*c["command"], *c.get("args", [])])
+        script = f"{mounts}env -i {env[0]} chroot {root} {argv}"
+        res = subprocess.run(["unshare", "--mount", "--fork", "sh", "-ec", script], capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0, (c["name"], res.stdout, res.stderr)
+    assert (host / "opt/cni/bin/flannel").read_bytes() == (tmp_path / "install-cni-plugin/flannel").read_bytes()
+    assert (host / "etc/cni/net.d/10-flannel.conflist").read_text() == cm["data"]["cni-conf.json"]
