@@ -45,7 +45,8 @@ def test_flannel_is_the_default_and_is_upstreams_manifest() -> None:
         ("ServiceAccount", "flannel"), ("ConfigMap", "kube-flannel-cfg"), ("DaemonSet", "kube-flannel-ds")]
     # the default pod subnet is flannel's own: nothing but the JSON formatting differs from upstream
     assert _net_conf(objs) == {"Network": "10.244.0.0/16", "EnableNFTables": False, "Backend": {"Type": "vxlan"}}
-    assert objs == cni.flannel_objects(cni.shipped_manifest(cni.FLANNEL_MANIFEST), ipaddress.ip_network("10.244.0.0/16"))
+    upstream = cni.shipped_manifest(cni.FLANNEL_MANIFEST)
+    assert objs == cni.flannel_objects(upstream, ipaddress.ip_network("10.244.0.0/16"))
     ds = objs[-1]["spec"]["template"]["spec"]
     assert [c["command"] for c in ds["initContainers"]] == [["cp"], ["/opt/bin/install-conf"]]
     assert cni.cni_images(cfg) == FLANNEL_IMAGES
