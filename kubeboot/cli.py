@@ -236,6 +236,23 @@ def plan(**kw: object) -> None:
     _do_up(dry_run=True, **kw)  # type: ignore[arg-type]
 
 
+@main.command("kubeconfig")
+@_inventory
+@_state_dir
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write it to FILE (mode 0600) instead of printing it.")
+def kubeconfig_cmd(inventory: Path, state_dir: Path | None, out: Path | None) -> None:
+    """The cluster's admin kubeconfig for this workstation (from the state directory `up` keeps)."""
+    from kubeboot.workflows.kubeconfig import admin_kubeconfig, write_kubeconfig
+
+    data = admin_kubeconfig(inventory, state_dir)
+    if out is None:
+        output.secret_result(data.decode().rstrip("\n"))  # asked for: it holds the admin client key
+        return
+    write_kubeconfig(out, data)
+    output.Reporter().info("kubeconfig", None, f"wrote {out} (0600); try: kubectl --kubeconfig {out} get nodes")
+
+
 _kubeconfig = click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False, exists=True),
                            default=Path("/etc/kubernetes/admin.conf"), show_default=True,
                            help="Credentials for the API server (a control plane's admin.conf).")
