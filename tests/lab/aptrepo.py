@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     AnyLab = Lab | SystemdLab
 
 #: Debian packages the repo always carries (what kubeboot installs besides the Kubernetes ones).
-DEBIAN_PACKAGES: tuple[str, ...] = ("containerd", "runc")
+DEBIAN_PACKAGES: tuple[str, ...] = ("containerd", "runc", "nginx", "libnginx-mod-stream")
 #: Debian revision of the harness-built packages, like pkgs.k8s.io (``1.37.2-1.1``).
 K8S_DEB_REVISION = "1.1"
 #: Every mtime in the harness .debs and the Release ``Date`` (2025-01-01T00:00:00Z).
