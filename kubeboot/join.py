@@ -273,19 +273,22 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
              if a.path != "/etc/kubernetes/super-admin.conf" and not a.path.endswith("/etcd.yaml")
              and a.path not in {k.path for k in kubelet}] + kubelet
     # every file except the etcd manifest: its --initial-cluster comes from etcd's answer to MemberAdd
+    # kubeadm's order: control-plane-prepare (everything but etcd's manifest), kubelet-start, then etcd's
+    # learner add: the learner can only catch up (and be promoted) once the kubelet runs its static pod
     result.written += node.write([a for a in files if a.path.startswith("/etc/kubernetes/")])
     rep.info("control-plane-prepare", host.name, f"wrote {len(result.written)} file(s)")
+    result.written += node.write([a for a in files if not a.path.startswith("/etc/kubernetes/")])
+    started = node.start_kubelet()
+    if started is not None:
+        rep.info("kubelet-start", host.name, started)
     if admin is None:
         admin = kc.from_kubeconfig(req.rootfs / "etc/kubernetes/admin.conf")
     member = _etcd_join(req, rep, cfg, host, pki, result, node, admin)
     result.etcd_member = member
-    result.written += node.write([a for a in files if not a.path.startswith("/etc/kubernetes/")])
-    started = node.start_kubelet()
     if started is not None:
         from kubeboot.apiphases import mark_control_plane
         from kubeboot.initnode import wait_live
 
-        rep.info("kubelet-start", host.name, started)
         rep.phase_start("wait-control-plane")
         wait_live(local_api_url(host), req.wait_timeout)
         rep.phase_done("wait-control-plane", f"API server live at {local_api_url(host)}")
