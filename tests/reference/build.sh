@@ -39,6 +39,7 @@ readonly ALL_NAMES=(etcd etcdctl etcdutl kubectl refcheck kubeadm kube-apiserver
 readonly FLANNEL_VERSION="0.28.10"
 readonly CNI_PLUGINS_VERSION="1.10.0"
 readonly CNI_FLANNEL_SRC_VERSION="0.9.1"
+readonly CNI_FLANNEL_LIBCNI_VERSION="1.3.1"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
@@ -216,8 +217,8 @@ EOF
 
 # A module that only requires MODULE@vVERSION; main packages of that module are built from it (their
 # go.mod's replace lines, if any, do not apply, exactly as for `go install MODULE/cmd@vVERSION`).
-gen_dep_module() {  # gen_dep_module DIR MODULE VERSION
-  local dir="$1" mod="$2" ver="$3" mdir gov
+gen_dep_module() {  # gen_dep_module DIR MODULE VERSION [EXTRA_MODULE EXTRA_VERSION]
+  local dir="$1" mod="$2" ver="$3" extra="${4:-}" extra_ver="${5:-}" mdir gov
   mdir="$(mod_field "$mod@v$ver" Dir)"
   gov="$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$mdir/go.mod")"
   {
@@ -227,6 +228,7 @@ gen_dep_module() {  # gen_dep_module DIR MODULE VERSION
     echo "go ${gov:-1.22}"
     echo
     echo "require $mod v$ver"
+    [[ -n "$extra" ]] && echo "require $extra v$extra_ver"
   } | write_if_changed "$dir/go.mod.seed" && { cp "$dir/go.mod.seed" "$dir/go.mod"; rm -f "$dir/go.sum"; }
   [[ -f "$dir/go.mod" ]] || cp "$dir/go.mod.seed" "$dir/go.mod"
 }
@@ -368,7 +370,10 @@ if ((need_flannel)); then
   [[ "$(grep -c tencentvpc "$SRC/flannel/cmd/flanneld/main.go")" == 0 ]] || die "could not drop tencentvpc from $flannel_main"
 fi
 ((need_cni)) && gen_dep_module "$SRC/cni" github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION"
-((need_cni_flannel)) && gen_dep_module "$SRC/cni-flannel" github.com/containernetworking/plugins "$CNI_FLANNEL_SRC_VERSION"
+# built against the CNI library of CNI spec 1.0 (what flannel-io/cni-plugin did when it forked this plugin):
+# kube-flannel.yml's cni-conf.json says cniVersion 1.0.0, which v0.9.1's own library (spec <= 0.4.0) refuses
+((need_cni_flannel)) && gen_dep_module "$SRC/cni-flannel" github.com/containernetworking/plugins \
+  "$CNI_FLANNEL_SRC_VERSION" github.com/containernetworking/cni "$CNI_FLANNEL_LIBCNI_VERSION"
 COREDNS_COMMIT="v$COREDNS_VERSION"   # upstream: `git describe --dirty --always` (the tag, on a release)
 if ((need_coredns)); then
   c="$(jq -r '.Origin.Hash // ""' "$(mod_field "github.com/coredns/coredns@v$COREDNS_VERSION" Info)")"
