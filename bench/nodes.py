@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.nodes import CP, WORKER, Cluster, images_dir, node_inventory  # noqa: E402
+from tests.e2e.nodes import CP, NODES_ONLY, WORKER, Cluster, images_dir, node_inventory  # noqa: E402
 from tests.lab.aptrepo import build_repo, default_repo_dir, serve, use_as_mirror  # noqa: E402
 from tests.lab.systemd import SystemdLab  # noqa: E402
 from tests.reference.binaries import ref_bin  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> int:
                                  server.sources_line, images)
             c = Cluster(lab, inv, images, d / "admin.conf", kubectl)
             t0 = time.monotonic()
-            res = c.kb("up")
+            res = c.kb("up", *NODES_ONLY)
             took = time.monotonic() - t0
             if res.returncode != 0:
                 print(res.stdout + res.stderr)
@@ -81,7 +81,7 @@ def main() -> int:
             print(f"systemctl start kubelet -> API server /readyz (first success seen from the workstation): "
                   f"{time.monotonic() - started:.1f}s")
             t0 = time.monotonic()
-            again = c.kb("up")
+            again = c.kb("up", *NODES_ONLY)
             print(f"no-op re-run: {time.monotonic() - t0:.1f}s "
                   f"({'no changes' if 'no changes' in again.stdout + again.stderr else 'CHANGED'})")
             subprocess.run(["sync"], check=False)

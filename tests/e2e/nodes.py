@@ -22,6 +22,10 @@ SERVICES = ("containerd", "kubelet")
 BB = "kbs.local/busybox:1.35"
 
 
+# The node-level part of `up` (these modules test real nodes, not the cluster workflow: tests/e2e/test_up_cluster.py
+# does): up to the first control plane's files and kubelet; the API phases are run by hand where needed.
+NODES_ONLY = ("--skip-phases", "init,join-control-planes,join-workers,cni,kubectl")
+
 NEEDED_IMAGES = ("pause", "busybox", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 

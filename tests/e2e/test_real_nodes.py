@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.nodes import BB, CP, SERVICES, WORKER, Cluster, containers, images_dir, node_inventory, unit
+from tests.e2e.nodes import NODES_ONLY, BB, CP, SERVICES, WORKER, Cluster, containers, images_dir, node_inventory, unit
 from tests.lab.aptrepo import AptRepo, apt_repo, use_as_mirror  # noqa: F401 (fixture)
 from tests.lab.common import wait_until
 from tests.lab.systemd import SystemdLab
@@ -46,7 +46,7 @@ def cluster(systemd_lab: SystemdLab, apt_repo: AptRepo, tmp_path_factory: pytest
     d = tmp_path_factory.mktemp("nodes")
     inv = node_inventory(lab, d / "cluster.yaml", {CP: ["control-plane"]}, apt_repo.sources_line, images)
     c = Cluster(lab, inv, images, d / "admin.conf", kubectl)
-    c.first_up = c.kb("up")
+    c.first_up = c.kb("up", *NODES_ONLY)
     assert c.first_up.returncode == 0, c.first_up.stdout + c.first_up.stderr
     (d / "up.log").write_text(c.first_up.stdout + c.first_up.stderr)
     c.admin.write_bytes((lab.host(CP).rootfs / "etc/kubernetes/admin.conf").read_bytes())
@@ -301,7 +301,7 @@ def test_with_the_api_server_down_the_kubelet_keeps_and_restarts_static_pods(clu
 def test_second_up_changes_imports_and_restarts_nothing(cluster: Cluster) -> None:
     lab = cluster.lab
     before = {name: unit(lab, CP, name) for name in SERVICES}
-    again = cluster.kb("up")
+    again = cluster.kb("up", *NODES_ONLY)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "no changes: the hosts already match" in again.stdout + again.stderr
     assert "import" not in again.stdout and "uploaded" not in again.stdout + again.stderr
@@ -315,7 +315,7 @@ def test_a_changed_input_restarts_exactly_the_service_that_reads_it(cluster: Clu
     changed = cluster.inv.parent / "maxpods.yaml"
     changed.write_text(yaml.safe_dump(doc))
     before = {name: unit(lab, CP, name) for name in SERVICES}
-    res = cluster.kb("up", inv=changed)
+    res = cluster.kb("up", *NODES_ONLY, inv=changed)
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout + res.stderr
     assert "/var/lib/kubelet/config.yaml" in out and "systemctl restart kubelet" in out
@@ -323,7 +323,7 @@ def test_a_changed_input_restarts_exactly_the_service_that_reads_it(cluster: Clu
     assert after["containerd"] == before["containerd"]
     assert after["kubelet"][0] == "active" and after["kubelet"][1] != before["kubelet"][1]
     assert "maxPods: 150" in lab.sh_in(CP, "cat /var/lib/kubelet/config.yaml")
-    back = cluster.kb("up")  # and back: one more restart, then quiet again
+    back = cluster.kb("up", *NODES_ONLY)  # and back: one more restart, then quiet again
     assert back.returncode == 0 and "maxPods" not in lab.sh_in(CP, "cat /var/lib/kubelet/config.yaml")
     wait_until("the API server ready again", lambda: cluster.kubectl("get", "--raw", "/readyz").returncode == 0,
                timeout=180, interval=1)
@@ -355,7 +355,7 @@ def test_bad_input_is_refused_before_any_host_is_touched(cluster: Cluster, case:
     inv = tmp_path / "cluster.yaml"
     inv.write_text(yaml.safe_dump(doc))
     before = _snapshot(lab)
-    res = cluster.kb("up", "--state-dir", str(cluster.inv.parent / ".kubeboot" / "nodes"), inv=inv)
+    res = cluster.kb("up", *NODES_ONLY, "--state-dir", str(cluster.inv.parent / ".kubeboot" / "nodes"), inv=inv)
     assert res.returncode == expect_code, res.stdout + res.stderr
     assert expect in res.stderr, res.stderr
     assert "Traceback" not in res.stderr

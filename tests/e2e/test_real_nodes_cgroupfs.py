@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.nodes import CP, Cluster, containers, images_dir, node_inventory
+from tests.e2e.nodes import NODES_ONLY, CP, Cluster, containers, images_dir, node_inventory
 from tests.lab.aptrepo import AptRepo, apt_repo, use_as_mirror  # noqa: F401 (fixture)
 from tests.lab.common import wait_until
 from tests.lab.systemd import SystemdLab
@@ -28,7 +28,7 @@ def test_cgroupfs_control_plane(systemd_lab: SystemdLab, apt_repo: AptRepo, tmp_
     inv = node_inventory(lab, tmp_path / "cluster.yaml", {CP: ["control-plane"]}, apt_repo.sources_line, images,
                          cgroup_driver="cgroupfs")
     c = Cluster(lab, inv, images, tmp_path / "admin.conf", kubectl)
-    res = c.kb("up")
+    res = c.kb("up", *NODES_ONLY)
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"^cgroupDriver: cgroupfs$", lab.sh_in(CP, "cat /var/lib/kubelet/config.yaml"), re.M)
     assert re.search(r"SystemdCgroup = false", lab.sh_in(CP, "cat /etc/containerd/config.toml"))

@@ -55,16 +55,19 @@ def test_preflight_reports_seeded_problems_on_the_right_hosts(lab: Lab, tmp_path
 
 def test_files_are_placed_then_a_rerun_changes_nothing(lab: Lab, tmp_path: Path) -> None:
     inv = inventory(lab, tmp_path / "inv.yaml")
-    first = kubeboot(lab, inv, "up", "--only", "files", NO_SYSTEMD)
+    first = kubeboot(lab, inv, "up", "--only", "load-balancer", "--only", "files", NO_SYSTEMD)
     assert first.returncode == 0, first.stderr
     before = {h: snapshot(lab, h) for h in ("h1", "h2", "h3", "h4", "h5")}
-    assert "/etc/kubernetes/pki/ca.key" in before["h2"] and "/etc/kubernetes/pki/ca.key" not in before["h5"]
-    assert "/etc/kubernetes/bootstrap-kubelet.conf" in before["h5"]
-    assert "/etc/nginx/nginx.conf" in before["h1"] and not any(p.startswith("/etc/kubernetes") for p in before["h1"])
-    assert before["h3"]["/etc/kubernetes/pki/apiserver.key"].split()[1] == "600"
+    assert "/etc/kubernetes/pki/ca.key" in before["h2"]
+    assert before["h2"]["/etc/kubernetes/pki/apiserver.key"].split()[1] == "600"
+    # the other control planes and the workers get their node files only: their certificates, kubeconfigs and
+    # manifests come from joining (join-control-planes, join-workers), as with kubeadm
+    for h in ("h1", "h3", "h4", "h5"):
+        assert not any(p.startswith("/etc/kubernetes") for p in before[h]), h
+    assert "/var/lib/kubelet/config.yaml" in before["h3"] and "/var/lib/kubelet/config.yaml" in before["h5"]
+    assert "/etc/nginx/nginx.conf" in before["h1"]
     # first control plane: 3 CAs + sa + 7 leaves (pairs), 5 kubeconfigs with super-admin.conf, 4 manifests
     assert sum(p.startswith("/etc/kubernetes/") for p in before["h2"]) == 31
-    assert sum(p.startswith("/etc/kubernetes/") for p in before["h3"]) == 30
 
     # the trace log records every command but no secret: grep it for the actual values
     trace = (inv.parent / ".kubeboot/lab/trace.log").read_text()
@@ -75,7 +78,7 @@ def test_files_are_placed_then_a_rerun_changes_nothing(lab: Lab, tmp_path: Path)
         assert body[:40] not in trace.replace("\n", ""), key
     assert "PRIVATE KEY" not in trace
 
-    second = kubeboot(lab, inv, "up", "--only", "files", NO_SYSTEMD)
+    second = kubeboot(lab, inv, "up", "--only", "load-balancer", "--only", "files", NO_SYSTEMD)
     assert second.returncode == 0, second.stderr
     assert "no changes: the hosts already match" in second.stderr
     assert "wrote" not in second.stderr
@@ -83,7 +86,7 @@ def test_files_are_placed_then_a_rerun_changes_nothing(lab: Lab, tmp_path: Path)
 
     # one input changes -> exactly the files that depend on it change
     inventory(lab, inv, containerRuntime={"cgroupDriver": "cgroupfs"})
-    third = kubeboot(lab, inv, "up", "--only", "files", NO_SYSTEMD)
+    third = kubeboot(lab, inv, "up", "--only", "load-balancer", "--only", "files", NO_SYSTEMD)
     assert third.returncode == 0, third.stderr
     after = {h: snapshot(lab, h) for h in before}
     changed = sorted((h, p) for h in before for p in after[h] if after[h][p] != before[h].get(p))
@@ -133,13 +136,13 @@ def test_host_lost_mid_run_fails_alone_and_a_rerun_converges(lab: Lab, tmp_path:
         assert "h3: connection lost" in info.value.message
         assert "h2" not in info.value.message
         assert "/etc/kubernetes/pki/ca.key" in snapshot(lab, "h2")  # the others completed the phase
-        assert not any(p.startswith("/etc/kubernetes/") for p in snapshot(lab, "h3"))
+        assert not any(p.startswith("/var/lib/kubelet/") for p in snapshot(lab, "h3"))
     finally:
         lab.start_sshd("h3")
     rerun = kubeboot(lab, inv, "up", "--only", "files", NO_SYSTEMD)
     assert rerun.returncode == 0, rerun.stderr
     assert "h3: wrote" in rerun.stderr and "h2: wrote" not in rerun.stderr
-    assert sum(p.startswith("/etc/kubernetes/") for p in snapshot(lab, "h3")) == 30
+    assert {"/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env"} <= set(snapshot(lab, "h3"))
 
 
 def test_connection_failures_have_distinct_messages_and_exit_codes(lab: Lab, tmp_path: Path) -> None:
