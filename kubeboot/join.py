@@ -269,9 +269,11 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
     stored = {f"pki/{rel}": data for rel, data in shared.items()}
     pki, _changes = plan_pki(cfg, stored, now or datetime.now(timezone.utc), keygen)
     kubelet = _kubelet_files(req, _kubelet_config(api))  # the cluster's kubelet-config, as kubeadm join uses
+    # what kubeadm join writes: /etc/kubernetes (PKI, kubeconfigs, manifests) and the kubelet's files — not the
+    # runtime's or the kernel's (containerd, sysctl, modules: the node's own, set up before the join)
     files = [a for a in render_host(cfg, pki, BootstrapToken("000000", "0" * 16, None), host)
-             if a.path != "/etc/kubernetes/super-admin.conf" and not a.path.endswith("/etcd.yaml")
-             and a.path not in {k.path for k in kubelet}] + kubelet
+             if a.path.startswith("/etc/kubernetes/") and a.path != "/etc/kubernetes/super-admin.conf"
+             and not a.path.endswith("/etcd.yaml")] + kubelet
     # every file except the etcd manifest: its --initial-cluster comes from etcd's answer to MemberAdd
     # kubeadm's order: control-plane-prepare (everything but etcd's manifest), kubelet-start, then etcd's
     # learner add: the learner can only catch up (and be promoted) once the kubelet runs its static pod

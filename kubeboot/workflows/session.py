@@ -26,7 +26,9 @@ APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
 # Files whose presence decides what the workflow does on a host, gathered with the facts.
+# (The static pods' manifests also tell preflight that their ports are held by kubeboot's own components.)
 PROBED = (KUBELET_CONF, APISERVER_MANIFEST, ADMIN_CONF, "/etc/kubernetes/manifests/etcd.yaml",
+          "/etc/kubernetes/manifests/kube-controller-manager.yaml", "/etc/kubernetes/manifests/kube-scheduler.yaml",
           "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/kubernetes/pki/ca.crt", "/root/.kube/config",
           "/etc/bash_completion.d/kubectl")
 
