@@ -30,6 +30,15 @@ class _Group(click.Group):
             output.error(exc.message, exc.hint)
             sys.exit(exc.exit_code)
         except Exception as exc:
+            import urllib3
+
+            if isinstance(exc, urllib3.exceptions.HTTPError) and not ctx.meta.get("kubeboot.debug"):
+                # no answer at all (connection reset, TLS cut, timeout): e.g. the API servers lost etcd quorum
+                reason = getattr(exc, "reason", None) or exc
+                output.error(f"the API server did not answer: {type(reason).__name__}: {str(reason)[:200]}",
+                             "check the control plane: its API servers, etcd quorum (a majority of control "
+                             "planes up), the load balancer")
+                sys.exit(6)
             # the API server's own refusals (403, 404, 409, ...) from the kubernetes client: one short line
             status = getattr(exc, "status", None)
             if ctx.meta.get("kubeboot.debug") or not isinstance(status, int) or not hasattr(exc, "reason"):
