@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.nodes import CP, NODES_ONLY, WORKER, Cluster, images_dir, node_inventory  # noqa: E402
+from tests.e2e.nodes import CP, NODES_ONLY, WORKER, Cluster, prebuilt, node_inventory  # noqa: E402
 from tests.lab.aptrepo import build_repo, default_repo_dir, serve, use_as_mirror  # noqa: E402
 from tests.lab.systemd import SystemdLab  # noqa: E402
-from tests.reference.binaries import ref_bin  # noqa: E402
 
 
 def mib(n: int) -> str:
@@ -45,10 +44,11 @@ def phase_times(out: str) -> str:
 
 
 def main() -> int:
-    images, kubectl = images_dir(), ref_bin("kubectl")
-    if images is None or kubectl is None:
+    built = prebuilt()
+    if built is None:
         print("needs tests/setup.sh first (images and reference binaries)")
         return 2
+    images, kubectl = built
     repo = build_repo(default_repo_dir())
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, SystemdLab(f"bn{int(time.time()) % 100000}", 2) as lab:

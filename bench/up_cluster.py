@@ -14,11 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.nodes import Cluster, images_dir  # noqa: E402
+from tests.e2e.nodes import Cluster, prebuilt  # noqa: E402
 from tests.e2e.test_up_cluster import LATE_WORKER, WORKERS, ha_inventory  # noqa: E402
 from tests.lab.aptrepo import build_repo, default_repo_dir, serve, use_as_mirror  # noqa: E402
 from tests.lab.systemd import SystemdLab  # noqa: E402
-from tests.reference.binaries import ref_bin  # noqa: E402
 
 
 def phases(err: str) -> str:
@@ -39,10 +38,11 @@ def run(c: Cluster, inv: Path, label: str) -> tuple[float, str] | None:
 
 
 def main() -> int:
-    images, kubectl = images_dir(), ref_bin("kubectl")
-    if images is None or kubectl is None:
+    built = prebuilt()
+    if built is None:
         print("needs tests/setup.sh first (images and reference binaries)")
         return 2
+    images, kubectl = built
     repo = build_repo(default_repo_dir())
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, SystemdLab(f"bu{int(time.time()) % 100000}", 7) as lab:

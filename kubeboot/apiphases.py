@@ -131,6 +131,19 @@ CONTROL_PLANE_LABELS = {"node-role.kubernetes.io/control-plane": "",
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 
 
+def control_plane_patch(node: k8s.V1Node) -> dict[str, object]:
+    """The patch that labels and taints a Node as a control plane; empty when it already is one."""
+    labels = dict(node.metadata.labels or {}) if node.metadata else {}
+    taints = list(node.spec.taints or []) if node.spec else []
+    patch: dict[str, object] = {}
+    if any(labels.get(k) != v for k, v in CONTROL_PLANE_LABELS.items()):
+        patch["metadata"] = {"labels": CONTROL_PLANE_LABELS}
+    if not any(t.key == CONTROL_PLANE_TAINT and t.effect == "NoSchedule" for t in taints):
+        existing = [{"key": t.key, "value": t.value, "effect": t.effect} for t in taints]
+        patch["spec"] = {"taints": existing + [{"key": CONTROL_PLANE_TAINT, "effect": "NoSchedule"}]}
+    return patch
+
+
 def mark_control_plane(api: k8s.ApiClient, name: str, wait: float = 60.0) -> str:
     """kubeadm mark-control-plane: label and taint the Node, waiting up to `wait` seconds for the kubelet to
     register it. Returns what happened; an unregistered Node is reported and left to the next run."""
@@ -142,14 +155,7 @@ def mark_control_plane(api: k8s.ApiClient, name: str, wait: float = 60.0) -> str
         if getattr(exc, "status", None) != 404:
             raise
         return "the Node is not registered yet; run again once the kubelet has registered it to label and taint it"
-    labels = dict(node.metadata.labels or {}) if node.metadata else {}
-    taints = list(node.spec.taints or []) if node.spec else []
-    patch: dict[str, object] = {}
-    if any(labels.get(k) != v for k, v in CONTROL_PLANE_LABELS.items()):
-        patch["metadata"] = {"labels": CONTROL_PLANE_LABELS}
-    if not any(t.key == CONTROL_PLANE_TAINT and t.effect == "NoSchedule" for t in taints):
-        existing = [{"key": t.key, "value": t.value, "effect": t.effect} for t in taints]
-        patch["spec"] = {"taints": existing + [{"key": CONTROL_PLANE_TAINT, "effect": "NoSchedule"}]}
+    patch = control_plane_patch(node)
     if not patch:
         return "already labelled and tainted"
     core.patch_node(name, patch)

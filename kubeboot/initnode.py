@@ -44,12 +44,14 @@ class WaitControlPlaneError(KubebootError):
     exit_code = 6
 
 
-def _livez(url: str) -> bool:
+def api_health(url: str, check: str = "livez", timeout: float = 5.0) -> bool:
+    """The API server at url answers /livez (or /readyz) with 200. Anonymous and unverified, like kubeadm's
+    wait: the API server's health, not its identity."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # like kubeadm's wait: the apiserver's liveness, not its identity
+    ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(f"{url}/livez", context=ctx, timeout=5) as resp:
+        with urllib.request.urlopen(f"{url}/{check}", context=ctx, timeout=timeout) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -73,7 +75,7 @@ def restart_kubelet() -> str:
     return "kubelet (re)started by systemd"
 
 
-def _poll(done: Callable[[], bool], timeout: float, message: str, hint: str) -> None:
+def poll(done: Callable[[], bool], timeout: float, message: str, hint: str) -> None:
     """Check `done` every half second until it holds; WaitControlPlaneError(message) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not done():
@@ -84,13 +86,13 @@ def _poll(done: Callable[[], bool], timeout: float, message: str, hint: str) -> 
 
 def wait_for_file(path: Path, timeout: float, what: str) -> None:
     """Until a file exists (the kubelet writes kubelet.conf after its TLS bootstrap), bounded."""
-    _poll(path.exists, timeout, f"{what}: {path} did not appear within {timeout:.0f}s",
+    poll(path.exists, timeout, f"{what}: {path} did not appear within {timeout:.0f}s",
           "check the kubelet: journalctl -u kubelet")
 
 
 def wait_live(url: str, timeout: float) -> None:
     """Poll the API server's /livez until it answers 200 (kubeadm wait-control-plane), bounded."""
-    _poll(lambda: _livez(url), timeout, f"the API server at {url} did not become live within {timeout:.0f}s",
+    poll(lambda: api_health(url), timeout, f"the API server at {url} did not become live within {timeout:.0f}s",
           "check the kubelet (journalctl -u kubelet) and the static pods (crictl ps -a)")
 
 

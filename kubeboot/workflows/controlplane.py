@@ -5,33 +5,28 @@ each added to the load balancer only once its API server is ready."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client as k8s
 
-from kubeboot.apiphases import CONTROL_PLANE_LABELS, CONTROL_PLANE_TAINT, mark_control_plane, upload_shared_files
+from kubeboot.apiphases import control_plane_patch, mark_control_plane, upload_shared_files
 from kubeboot.config.model import Host, LoadBalancerMode
 from kubeboot.errors import KubebootError
-from kubeboot.initnode import WAIT_TIMEOUT, wait_live
+from kubeboot.initnode import WAIT_TIMEOUT, poll, wait_live
 from kubeboot.join import JoinRequest, join
 from kubeboot.kube import client as kc
 from kubeboot.kube import objects
 from kubeboot.phases.base import PhaseContext
-from kubeboot.phases.lb import NGINX_CONF, lb_actions
+from kubeboot.phases.lb import lb_actions
 from kubeboot.pki.protocol import KUBEADM_CERTS_FILES, ca_cert_hash
 from kubeboot.render.cluster import local_api_url
 from kubeboot.render.lb import nginx_conf
 from kubeboot.render.node import kubelet_config
 from kubeboot.workflows.nodes import RemoteNode
-from kubeboot.workflows.session import Session, ready, ready_control_planes
+from kubeboot.workflows.session import Session, lb_backends, ready
 
 Obj = dict[str, Any]
-
-
-class ControlPlaneUnhealthyError(KubebootError):
-    exit_code = 6
 
 
 # --- applying API objects, planned or for real ------------------------------------------------------------
@@ -91,7 +86,7 @@ def wait_control_plane(s: Session) -> None:
         return
     wait_live(url, WAIT_TIMEOUT)
     outcome = kc.ensure_admin_binding(s.admin(), s.super_admin())
-    if outcome not in ("exists", "unchanged"):
+    if outcome != "unchanged":
         s.change(None, f"{outcome} clusterrolebinding/kubeadm:cluster-admins (admin.conf's group)")
     kc.wait_cluster_admin(s.admin())
     s.done(f"API server ready at {url}" + (f"; {len(s.planned)} change(s)" if s.planned else ""))
@@ -127,10 +122,7 @@ def _marked(api: k8s.ApiClient, name: str) -> bool:
         node = k8s.CoreV1Api(api).read_node(name)
     except Exception:  # noqa: BLE001 - not registered yet
         return False
-    labels = (node.metadata.labels if node.metadata else None) or {}
-    taints = (node.spec.taints if node.spec else None) or []
-    return all(labels.get(k) == v for k, v in CONTROL_PLANE_LABELS.items()) and \
-        any(t.key == CONTROL_PLANE_TAINT and t.effect == "NoSchedule" for t in taints)
+    return not control_plane_patch(node)
 
 
 def mark_first_control_plane(s: Session) -> None:
@@ -190,8 +182,7 @@ def refresh_load_balancer(s: Session) -> None:
     """Re-render nginx on every host that holds one with the control planes that are ready now; reload where
     the backend list changed."""
     cfg = s.cfg
-    joined = [h for h in cfg.control_planes if s.joined(h)]
-    names = ready_control_planes(cfg, joined) or [cfg.first_control_plane.name]
+    names = lb_backends(cfg, s.runner.facts)
     for h in cfg.hosts:
         art = nginx_conf(cfg, h, names)
         if art is None:
@@ -205,14 +196,10 @@ def refresh_load_balancer(s: Session) -> None:
 
 def wait_ready(host: Host, timeout: float) -> None:
     url = local_api_url(host)
-    deadline = time.monotonic() + timeout
-    while not ready(url):
-        if time.monotonic() > deadline:
-            raise ControlPlaneUnhealthyError(
-                f"{host.name} [join-control-planes]: its API server at {url} is not ready after {timeout:.0f}s; "
-                f"it was NOT added to the load balancer",
-                hint=f"check {host.name}: journalctl -u kubelet, crictl ps -a; then run again")
-        time.sleep(1.0)
+    poll(lambda: ready(url), timeout,
+         f"{host.name} [join-control-planes]: its API server at {url} is not ready after {timeout:.0f}s; it was "
+         f"NOT added to the load balancer",
+         f"check {host.name}: journalctl -u kubelet, crictl ps -a; then run again")
 
 
 def join_control_planes(s: Session) -> None:
@@ -240,7 +227,3 @@ def join_control_planes(s: Session) -> None:
         s.runner.gather([h])
         refresh_load_balancer(s)
     s.done()
-
-
-def joined_nodes_report(s: Session) -> Mapping[str, str]:
-    return {h.name: ("joined" if s.joined(h) else "not joined") for h in s.cfg.hosts if h.is_node}

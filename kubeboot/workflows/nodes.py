@@ -3,7 +3,6 @@ the workstation; the node only receives files and a kubelet restart — it needs
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -30,11 +29,10 @@ class RemoteNode:
         out = []
         for a in artifacts:
             have = self.files.get(a.path)
-            digest = "sha256:" + hashlib.sha256(a.content).hexdigest()
-            if have is not None and have.digest == digest and have.mode == a.mode:
+            if have is not None and have.digest == a.digest and have.mode == a.mode:
                 continue
             self.t.put(a.path, a.content, a.mode, a.owner, a.group)
-            self.files[a.path] = FileState(digest, a.mode, a.owner, a.group)
+            self.files[a.path] = FileState(a.digest, a.mode, a.owner, a.group)
             out.append(a.path)
         return out
 

@@ -4,9 +4,7 @@ counts changes and says "would" in a plan and "did" when applying."""
 
 from __future__ import annotations
 
-import ssl
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +12,12 @@ from pathlib import Path
 from kubernetes import client as k8s
 
 from kubeboot.config.model import ClusterConfig, Host, LoadBalancerMode
+from kubeboot.initnode import api_health
 from kubeboot.kube import client as kc
 from kubeboot.offline import RenderResult
 from kubeboot.plan.actions import Action
 from kubeboot.plan.artifact import Artifact
+from kubeboot.plan.facts import FileState, HostFacts
 from kubeboot.render.cluster import local_api_url
 from kubeboot.runner import RunResult, Runner
 
@@ -34,15 +34,14 @@ PROBED = (KUBELET_CONF, APISERVER_MANIFEST, ADMIN_CONF, "/etc/kubernetes/manifes
 
 
 def ready(url: str, timeout: float = 3.0) -> bool:
-    """The API server at url answers /readyz with 200 (anonymous, unverified: readiness, not identity)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", context=ctx, timeout=timeout) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+    """The API server at url answers /readyz with 200."""
+    return api_health(url, "readyz", timeout)
+
+
+def has_joined(host: Host, files: Mapping[str, FileState]) -> bool:
+    """A node has joined once its kubelet holds a client kubeconfig; a control plane also runs an API
+    server manifest. (kubeadm's own preflight refuses to join a node that has either.)"""
+    return KUBELET_CONF in files and (not host.is_control_plane or APISERVER_MANIFEST in files)
 
 
 def ready_control_planes(cfg: ClusterConfig, candidates: Sequence[Host]) -> list[str]:
@@ -52,6 +51,13 @@ def ready_control_planes(cfg: ClusterConfig, candidates: Sequence[Host]) -> list
     with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
         ok = list(pool.map(lambda h: ready(local_api_url(h)), candidates))
     return [h.name for h, good in zip(candidates, ok) if good]
+
+
+def lb_backends(cfg: ClusterConfig, facts: Mapping[str, HostFacts]) -> tuple[str, ...]:
+    """The control planes a load balancer may send traffic to: joined ones whose API server is ready now;
+    before anything has joined, the first control plane alone (init starts it next)."""
+    joined = [h for h in cfg.control_planes if h.name in facts and has_joined(h, facts[h.name].files)]
+    return tuple(ready_control_planes(cfg, joined)) or (cfg.first_control_plane.name,)
 
 
 @dataclass
@@ -75,11 +81,7 @@ class Session:
         return path in self.runner.facts[host.name].files
 
     def joined(self, host: Host) -> bool:
-        """A node has joined once its kubelet holds a client kubeconfig; a control plane also runs an API
-        server manifest. (kubeadm's own preflight refuses to join a node that has either.)"""
-        if not self.has(host, KUBELET_CONF):
-            return False
-        return not host.is_control_plane or self.has(host, APISERVER_MANIFEST)
+        return has_joined(host, self.runner.facts[host.name].files)
 
     # --- the API server, as this workstation reaches it -------------------------------------------------
 

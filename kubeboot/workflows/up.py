@@ -27,7 +27,7 @@ from kubeboot.phases.base import Phase
 from kubeboot.phases.workflows import PREFLIGHT
 from kubeboot.workflows import controlplane as cp
 from kubeboot.workflows.network import cni
-from kubeboot.workflows.session import PROBED, Session, ready_control_planes
+from kubeboot.workflows.session import PROBED, Session, lb_backends
 from kubeboot.workflows.workers import join_workers
 from kubeboot.plan.archives import ArchiveError, ImageArchive, read_archive
 from kubeboot.plan.artifact import Artifact
@@ -35,7 +35,7 @@ from kubeboot.plan.facts import HostFacts
 from kubeboot.render.cluster import RenderHints, render_cluster
 from kubeboot.render.images import required_images
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
-from kubeboot.config.model import ClusterConfig, Host
+from kubeboot.config.model import ClusterConfig
 from kubeboot.transport.base import Transport
 
 
@@ -171,15 +171,6 @@ def placed_by_up(cfg: ClusterConfig, full: Mapping[str, tuple[Artifact, ...]]) -
             arts = tuple(a for a in arts if not a.path.startswith("/etc/kubernetes/"))
         out[name] = arts
     return out
-
-
-def lb_backends(cfg: ClusterConfig, facts: Mapping[str, HostFacts]) -> tuple[str, ...]:
-    """The control planes a load balancer may send traffic to: joined ones whose API server is ready now;
-    before anything has joined, the first control plane alone (init starts it next)."""
-    joined = [h for h in cfg.control_planes if h.name in facts and
-              {"/etc/kubernetes/kubelet.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"} <=
-              set(facts[h.name].files)]
-    return tuple(ready_control_planes(cfg, joined)) or (cfg.first_control_plane.name,)
 
 
 def summary(runner: Runner, rendered: RenderResult, req: UpRequest, result: RunResult,

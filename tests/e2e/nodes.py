@@ -40,6 +40,14 @@ def images_dir() -> Path | None:
     return d if set(NEEDED_IMAGES) <= have else None
 
 
+def prebuilt() -> tuple[Path, Path] | None:
+    """The image archives and the reference kubectl the benchmarks need (tests/setup.sh builds them)."""
+    from tests.reference.binaries import ref_bin
+
+    images, kubectl = images_dir(), ref_bin("kubectl")
+    return None if images is None or kubectl is None else (images, kubectl)
+
+
 @dataclass
 class Cluster:
     lab: SystemdLab

@@ -3,7 +3,6 @@ The objects as a whole are compared with the real kubeadm in tests/integration/t
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytest
 import yaml
 
 from kubeboot.config.load import parse_inventory
-from kubeboot.errors import ConfigError
 from kubeboot.render.addons import (
     HASH_ANNOTATION,
     coredns_objects,
@@ -20,21 +18,9 @@ from kubeboot.render.addons import (
     kube_proxy_configuration,
     kube_proxy_objects,
 )
-from tests.unit.test_config_validation import BASE
+from tests.unit.test_components import inventory, problems
 
 SERVER = "https://lb.example.test:6443"
-
-
-def inventory(**spec: Any) -> dict[str, Any]:
-    doc = copy.deepcopy(BASE)
-    doc["spec"].update(copy.deepcopy(spec))
-    return doc
-
-
-def problems(doc: dict[str, Any]) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_inventory(doc)
-    return [str(p) for p in info.value.problems if p.severity == "error"]
 
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
