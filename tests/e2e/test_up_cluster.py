@@ -10,6 +10,7 @@ from the archives built on this machine. Tests run in file order and build on ea
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -105,6 +106,12 @@ def test_up_builds_the_recipes_ha_cluster(ha: Cluster) -> None:
     assert not any(m.get("isLearner") for m in members)  # learners were promoted: 3 voting members
     log = ha.first_up.stderr if ha.first_up else ""
     assert "[summary]" in log and "time per phase:" in log
+    # the bootstrap token and the certificate keys never reach the output or the trace log
+    state = ha.inv.parent / ".kubeboot" / "nodes"
+    secret = (state / "tokens" / "bootstrap").read_text().split()[0].split(".")[1]
+    trace = (state / "trace.log").read_text()
+    assert secret not in log + ha.first_up.stdout and secret not in trace  # type: ignore[union-attr]
+    assert not re.search(r"\b[0-9a-f]{64}\b", log + trace) and "PRIVATE KEY" not in log + trace
     for phase in ("load-balancer", "init/addons/coredns", "join-control-planes", "join-workers", "cni", "kubectl"):
         assert f"[{phase}]" in log, phase
 
