@@ -35,7 +35,7 @@ from kubeboot.pki.certs import CAS
 from kubeboot.pki.keys import KeyGen, generate_key
 from kubeboot.pki.tokens import generate_token
 from kubeboot.plan.artifact import Artifact
-from kubeboot.render.cluster import local_api_url, render_host
+from kubeboot.render.cluster import RenderHints, local_api_url, render_host
 
 WAIT_TIMEOUT = 240.0  # kubeadm ControlPlaneComponentHealthCheck
 
@@ -55,6 +55,17 @@ def api_health(url: str, check: str = "livez", timeout: float = 5.0) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def systemd_resolved_active(rootfs: Path) -> bool:
+    """Whether this machine runs systemd-resolved (kubeadm's isServiceActive); never under --rootfs."""
+    import shutil
+    import subprocess
+
+    if rootfs != Path("/") or shutil.which("systemctl") is None:
+        return False
+    return subprocess.run(["systemctl", "is-active", "--quiet", "systemd-resolved"], check=False,
+                          capture_output=True, timeout=30).returncode == 0
 
 
 def restart_kubelet() -> str:
@@ -176,7 +187,8 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
     for ch in changes:
         if ch.action != "kept":
             rep.info("certs", host.name, f"{ch.action} {ch.item}" + (f" ({ch.reason})" if ch.reason != "missing" else ""))
-    artifacts = [a for a in render_host(cfg, pki, generate_token(now), host)
+    hints = RenderHints(systemd_resolved=systemd_resolved_active(root))
+    artifacts = [a for a in render_host(cfg, pki, generate_token(now), host, hints)
                  if a.path.startswith(("/etc/kubernetes/", "/var/lib/kubelet/"))]
     _write(root, artifacts, result)
     rep.phase_done("certs", f"{len(result.written)} file(s) written under /etc/kubernetes and /var/lib/kubelet")

@@ -32,7 +32,8 @@ from kubeboot.plan.artifact import Artifact
 from kubeboot.render import kubeconfig as kcfg
 from kubeboot.render import manifests
 from kubeboot.render.cluster import local_api_url, render_host
-from kubeboot.render.node import instance_config, kubeadm_flags_env, kubelet_config_file, kubelet_dropin
+from kubeboot.render.node import (instance_config, kubeadm_flags_env, kubelet_config_file, kubelet_dropin,
+                                  with_node_resolver)
 
 BOOTSTRAP_USER = "tls-bootstrap-token-user"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -78,6 +79,10 @@ class NodeTarget(Protocol):
 
     def wait_file(self, path: str, timeout: float, what: str) -> None: ...
 
+    def systemd_resolved(self) -> bool:
+        """Whether the node runs systemd-resolved (its kubelet's resolvConf then follows kubeadm's rule)."""
+        ...
+
 
 class LocalNode:
     """This machine's root (or a --rootfs directory)."""
@@ -98,6 +103,11 @@ class LocalNode:
         from kubeboot.initnode import restart_kubelet
 
         return restart_kubelet()
+
+    def systemd_resolved(self) -> bool:
+        from kubeboot.initnode import systemd_resolved_active
+
+        return systemd_resolved_active(self.rootfs)
 
     def wait_file(self, path: str, timeout: float, what: str) -> None:
         from kubeboot.initnode import wait_for_file
@@ -184,8 +194,8 @@ def _inventory_for_this_node(cc: dict[str, Any], req: JoinRequest) -> ClusterCon
                         "\n  ".join(str(p) for p in exc.problems)) from None
 
 
-def _kubelet_files(req: JoinRequest, kubelet_cfg: dict[str, Any]) -> list[Artifact]:
-    doc = dict(kubelet_cfg)
+def _kubelet_files(req: JoinRequest, kubelet_cfg: dict[str, Any], systemd_resolved: bool) -> list[Artifact]:
+    doc = with_node_resolver(dict(kubelet_cfg), systemd_resolved)  # kubeadm's per-node resolvConf rule
     doc["containerRuntimeEndpoint"] = req.cri_socket  # instance-config.yaml merged in, as kubeadm does
     args = {"hostname-override": req.node_name}
     ip = req.node_ip or req.advertise_address
@@ -222,7 +232,7 @@ def join(req: JoinRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
                           0o600, secret=True)]
         if node.exists("/etc/kubernetes/pki/ca.crt"):
             files = files[1:]  # kubeadm keeps an existing caCertPath
-        files += _kubelet_files(req, _kubelet_config(api))
+        files += _kubelet_files(req, _kubelet_config(api), node.systemd_resolved())
         result.written += node.write(files)
         rep.info("kubelet-start", req.node_name, f"wrote {len(result.written)} file(s)")
         started = node.start_kubelet()
@@ -268,7 +278,7 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
     host = cfg.first_control_plane
     stored = {f"pki/{rel}": data for rel, data in shared.items()}
     pki, _changes = plan_pki(cfg, stored, now or datetime.now(timezone.utc), keygen)
-    kubelet = _kubelet_files(req, _kubelet_config(api))  # the cluster's kubelet-config, as kubeadm join uses
+    kubelet = _kubelet_files(req, _kubelet_config(api), node.systemd_resolved())  # the cluster's kubelet-config, as kubeadm join uses
     # what kubeadm join writes: /etc/kubernetes (PKI, kubeconfigs, manifests) and the kubelet's files — not the
     # runtime's or the kernel's (containerd, sysctl, modules: the node's own, set up before the join)
     files = [a for a in render_host(cfg, pki, BootstrapToken("000000", "0" * 16, None), host)

@@ -162,7 +162,9 @@ class Runner:
             # uploaded offline packages are compared like any file, so a retry does not upload them again
             paths += [f"{OFFLINE_DIR}/{name}" for name, _data in self.options.offline_packages]
             users = self.cfg.kubectl_users if h.is_control_plane else ()
-            res = self._transport(h).run(gather_script(paths, users), display="gather facts", timeout=120)
+            resolv = self.cfg.kubelet_config.get("resolvConf")
+            script = gather_script(paths, users, [resolv] if isinstance(resolv, str) and resolv else [])
+            res = self._transport(h).run(script, display="gather facts", timeout=120)
             self.facts[h.name] = parse_facts(res.stdout)
 
         if not self.transports:  # input errors (key files, sudo password variables) before any connection

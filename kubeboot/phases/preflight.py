@@ -7,12 +7,14 @@ active) is reported as a warning naming that phase; with that phase skipped it i
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 
 from kubeboot.config.model import APISERVER_BIND_PORT, Host
 from kubeboot.phases.base import Finding, PhaseContext
 from kubeboot.phases.prepare import missing_ports
 from kubeboot.plan.facts import OPTIONAL_BINARIES, REQUIRED_BINARIES, HostFacts
+from kubeboot.render.node import SYSTEMD_RESOLV_CONF, effective_resolv_conf
 
 CLOCK_SKEW_LIMIT = 30.0  # seconds; etcd leases and certificate NotBefore tolerate little more
 MIN_CPUS = 2  # kubeadm ControlPlaneNumCPU
@@ -166,10 +168,48 @@ def check_cgroups(ctx: PhaseContext, host: Host, f: HostFacts) -> list[Finding]:
                                             f"spec.kubelet.config.failCgroupV1: false")]
 
 
+def _loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def check_resolv_conf(ctx: PhaseContext, host: Host, f: HostFacts) -> list[Finding]:
+    """CoreDNS (dnsPolicy Default) gets the nameservers of the kubelet's resolvConf and forwards to them from its
+    own network namespace: a loopback nameserver there is CoreDNS itself (its loop plugin stops it, every
+    in-cluster lookup fails). kubeadm checks nothing and the cluster looks healthy until DNS is used."""
+    if not host.is_node:
+        return []
+    path = effective_resolv_conf(ctx.config, f.systemd_resolved)
+    if not path:
+        return []  # resolvConf: "" — the user disabled it
+    set_by_user = "resolvConf" in ctx.config.kubelet_config
+    fix = ("set spec.kubelet.config.resolvConf to a file listing the upstream nameservers (the ones a local stub "
+           "forwards to)")
+    if f.systemd_resolved and set_by_user and path != SYSTEMD_RESOLV_CONF:
+        out = [Finding("ResolvConf", host.name, f"systemd-resolved is active: kubeadm recommends resolvConf "
+                                                f"{SYSTEMD_RESOLV_CONF}, spec.kubelet.config.resolvConf is {path}",
+                       "warning")]
+    else:
+        out = []
+    servers = f.nameservers.get(path)
+    if servers is None:
+        what = "spec.kubelet.config.resolvConf" if set_by_user else "the kubelet's resolvConf"
+        return out + [Finding("ResolvConf", host.name, f"{what} {path} does not exist on the host; pods with "
+                                                       f"dnsPolicy Default (CoreDNS) cannot start; {fix}")]
+    if not servers or all(_loopback(a) for a in servers):
+        listed = ", ".join(servers) if servers else "no nameserver"
+        return out + [Finding("ResolvConf", host.name, f"{path} lists {listed}: CoreDNS forwards there from its "
+                                                       f"own network namespace, finds itself and stops (loop "
+                                                       f"detected); {fix}")]
+    return out
+
+
 HOST_CHECKS: tuple[HostCheck, ...] = (
     check_privileged, check_cgroups, check_swap, check_ports, check_binaries, check_kernel, check_runtime,
     check_resources,
-    check_selinux_firewall, check_hostname, check_package_manager, check_service_manager,
+    check_selinux_firewall, check_hostname, check_package_manager, check_service_manager, check_resolv_conf,
 )
 
 

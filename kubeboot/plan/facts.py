@@ -10,6 +10,8 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kubeboot.render.node import KUBELET_RESOLV_CONF, SYSTEMD_RESOLV_CONF
+
 REQUIRED_BINARIES = ("ip", "iptables", "mount", "nsenter")
 OPTIONAL_BINARIES = ("conntrack", "ethtool", "socat", "tc", "touch", "ebtables")
 OTHER_BINARIES = ("containerd", "runc", "kubelet", "kubectl", "kubeadm", "nginx", "apt-get", "dnf", "yum",
@@ -17,7 +19,9 @@ OTHER_BINARIES = ("containerd", "runc", "kubelet", "kubectl", "kubeadm", "nginx"
                   "sha256sum", "install")
 SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
            "net.ipv6.conf.all.forwarding")
-SERVICES = ("containerd", "kubelet", "nginx", "firewalld", "ufw")
+SERVICES = ("containerd", "kubelet", "nginx", "firewalld", "ufw", "systemd-resolved")
+#: the resolver files the kubelet may hand to pods with dnsPolicy Default (CoreDNS forwards to their nameservers)
+RESOLV_CONFS = (KUBELET_RESOLV_CONF, SYSTEMD_RESOLV_CONF)
 CA_DIRS = ("/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/ca-certificates", "/usr/share/ca-certificates",
            "/usr/local/share/ca-certificates")
 _MARK = "@@kubeboot "
@@ -63,6 +67,12 @@ class HostFacts:
     images: Mapping[str, str] = field(default_factory=dict)
     cgroup_fs: str = ""  # file system type of /sys/fs/cgroup: cgroup2fs (v2) or tmpfs (v1 / hybrid)
     homes: Mapping[str, str] = field(default_factory=dict)  # user -> home directory (the users asked about)
+    # resolver file that exists -> its nameserver addresses, in order (RESOLV_CONFS and the kubelet's resolvConf)
+    nameservers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def systemd_resolved(self) -> bool:
+        return self.services.get("systemd-resolved") == "active"
 
     @property
     def package_manager(self) -> str | None:
@@ -75,15 +85,17 @@ class HostFacts:
         return None
 
 
-def gather_script(paths: Iterable[str], users: Iterable[str] = ()) -> str:
+def gather_script(paths: Iterable[str], users: Iterable[str] = (), resolv_confs: Iterable[str] = ()) -> str:
     """One POSIX sh script printing `@@kubeboot <section>` headers, each followed by its raw lines. For each
-    of `users` (that exists) its home directory, and its ~/.kube/config among the files."""
+    of `users` (that exists) its home directory, and its ~/.kube/config among the files. The nameservers of
+    RESOLV_CONFS and of `resolv_confs` (the kubelet's resolvConf, when the user set one)."""
     bins = " ".join(REQUIRED_BINARIES + OPTIONAL_BINARIES + OTHER_BINARIES)
     sysctls = " ".join(SYSCTLS)
     services = " ".join(SERVICES)
     quoted = " ".join(shlex.quote(p) for p in sorted(set(paths)))
     dirs = " ".join(CA_DIRS)
     names = " ".join(shlex.quote(u) for u in users)
+    resolv = " ".join(shlex.quote(p) for p in dict.fromkeys((*RESOLV_CONFS, *resolv_confs)))
     return f"""export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 m() {{ echo "{_MARK}$1"; }}
 m os-release; cat /etc/os-release 2>/dev/null
@@ -109,6 +121,7 @@ m versions; for b in containerd kubelet kubeadm; do command -v $b >/dev/null 2>&
 m files; for f in {quoted}; do [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
 m homes; for u in {names}; do h=$(getent passwd "$u" | cut -d: -f6) && [ -n "$h" ] && echo "$u $h"; done
 m user-files; for u in {names}; do h=$(getent passwd "$u" | cut -d: -f6) && f="$h/.kube/config" && [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
+m resolv; for f in {resolv}; do [ -f "$f" ] && echo "$f $(awk '$1=="nameserver" {{printf "%s ", $2}}' "$f" 2>/dev/null)"; done
 m dirs; for d in {dirs}; do [ -d "$d" ] && echo "$d"; done
 m cgroup-fs; stat -fc %T /sys/fs/cgroup 2>/dev/null
 m images; if command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then timeout 30 ctr -n k8s.io images ls 2>/dev/null | awk 'NR>1 {{print $1, $3}}'; fi
@@ -185,4 +198,6 @@ def parse_facts(output: str) -> HostFacts:
         images=_kv(s.get("images", []), " "),
         cgroup_fs=(s.get("cgroup-fs") or [""])[0].strip(),
         homes=_kv(s.get("homes", []), " "),
+        nameservers={path: tuple(rest.split())
+                     for path, _, rest in (line.partition(" ") for line in s.get("resolv", []))},
     )

@@ -26,6 +26,7 @@ class RenderHints:
 
     ca_dirs: Sequence[str] = manifests.DEFAULT_CA_DIRS
     lb_backends: Sequence[str] | None = None  # control planes the load balancer proxies to (None: all)
+    systemd_resolved: bool = False  # the systemd-resolved service is active (the kubelet's resolvConf follows)
 
 
 def local_api_url(host: Host) -> str:
@@ -93,7 +94,7 @@ def render_host(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken, host
     elif host.is_worker:
         out += _worker_files(cfg, pki, token)
     if host.is_node:
-        out += node_artifacts(cfg, host)
+        out += node_artifacts(cfg, host, facts.systemd_resolved)
     lb = nginx_conf(cfg, host, facts.lb_backends)
     if lb is not None:
         out.append(lb)

@@ -18,6 +18,8 @@ from kubeboot.render.templates import render_template
 
 KUBELET_DIR = "/var/lib/kubelet"
 KUBELET_BINARY = "/usr/bin/kubelet"
+SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
+KUBELET_RESOLV_CONF = "/etc/resolv.conf"  # the kubelet's own default
 
 
 def kubelet_config(cfg: ClusterConfig) -> dict[str, Any]:
@@ -44,9 +46,25 @@ def kubelet_config(cfg: ClusterConfig) -> dict[str, Any]:
     return deep_merge(doc, cfg.kubelet_config) if cfg.kubelet_config else doc
 
 
-def kubelet_node_config(cfg: ClusterConfig) -> dict[str, Any]:
+def with_node_resolver(doc: dict[str, Any], systemd_resolved: bool) -> dict[str, Any]:
+    """kubeadm's per-node mutation of the kubelet configuration (componentconfigs kubelet_unix.go,
+    mutateResolverConfig), applied when config.yaml is written on a node, never to the kubelet-config ConfigMap:
+    with systemd-resolved active and resolvConf unset, resolvConf is systemd-resolved's upstream list — the
+    stub 127.0.0.53 in /etc/resolv.conf would make CoreDNS forward to itself and crash on a detected loop."""
+    if systemd_resolved and "resolvConf" not in doc:
+        return {**doc, "resolvConf": SYSTEMD_RESOLV_CONF}
+    return doc
+
+
+def effective_resolv_conf(cfg: ClusterConfig, systemd_resolved: bool) -> str:
+    """The resolver file a node's kubelet gives pods with dnsPolicy Default (CoreDNS among them); "" = none."""
+    value = with_node_resolver(kubelet_config(cfg), systemd_resolved).get("resolvConf", KUBELET_RESOLV_CONF)
+    return str(value)
+
+
+def kubelet_node_config(cfg: ClusterConfig, systemd_resolved: bool = False) -> dict[str, Any]:
     """config.yaml on a node: the cluster config with instance-config.yaml merged in, as kubeadm writes it."""
-    doc = kubelet_config(cfg)
+    doc = with_node_resolver(kubelet_config(cfg), systemd_resolved)
     if cfg.version.facts.node_local_cri_socket:
         doc["containerRuntimeEndpoint"] = cfg.runtime.cri_socket
     return doc
@@ -86,11 +104,12 @@ def kubeadm_flags(cfg: ClusterConfig, host: Host) -> Artifact:
     return kubeadm_flags_env(args)
 
 
-def node_artifacts(cfg: ClusterConfig, host: Host) -> list[Artifact]:
+def node_artifacts(cfg: ClusterConfig, host: Host, systemd_resolved: bool = False) -> list[Artifact]:
+    """`systemd_resolved`: the systemd-resolved service is active on the host (kubeadm's resolvConf rule)."""
     facts = cfg.version.facts
     sandbox = pause_image(cfg)
     out = [
-        kubelet_config_file(kubelet_node_config(cfg)),
+        kubelet_config_file(kubelet_node_config(cfg, systemd_resolved)),
         kubeadm_flags(cfg, host),
         kubelet_dropin(),
         Artifact("/etc/containerd/config.toml",

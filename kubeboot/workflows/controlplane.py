@@ -215,7 +215,8 @@ def join_control_planes(s: Session) -> None:
             continue
         key = upload_shared_files(s.admin(), shared_files(s))
         s.info(h.name, "uploaded the shared certificates with a fresh certificate key (kubeadm-certs, 2h)")
-        node = RemoteNode(h.name, s.runner.transports[h.name], s.runner.facts[h.name].files)
+        node = RemoteNode(h.name, s.runner.transports[h.name], s.runner.facts[h.name].files,
+                          s.runner.facts[h.name].systemd_resolved)
         try:
             join(join_request(s, h, control_plane=True, certificate_key=key, advertise_address=str(h.address)),
                  s.runner.rep, node=node, admin=s.admin())

@@ -17,10 +17,12 @@ class NodeWaitError(KubebootError):
 
 
 class RemoteNode:
-    def __init__(self, name: str, transport: Transport, files: Mapping[str, FileState]) -> None:
+    def __init__(self, name: str, transport: Transport, files: Mapping[str, FileState],
+                 resolved: bool = False) -> None:
         self.name = name
         self.t = transport
         self.files = dict(files)  # what facts gathering saw: identical files are not written again
+        self.resolved = resolved  # facts: systemd-resolved is active
 
     def exists(self, path: str) -> bool:
         return path in self.files or self.t.run(f"test -e {shlex.quote(path)}", check=False).ok
@@ -35,6 +37,9 @@ class RemoteNode:
             self.files[a.path] = FileState(a.digest, a.mode, a.owner, a.group)
             out.append(a.path)
         return out
+
+    def systemd_resolved(self) -> bool:
+        return self.resolved
 
     def start_kubelet(self) -> str | None:
         res = self.t.run("systemctl daemon-reload && systemctl restart kubelet", check=False, timeout=120)

@@ -138,7 +138,8 @@ def up(req: UpRequest, reporter: output.Reporter,
 
     def rerender(facts: Mapping[str, HostFacts]) -> Mapping[str, tuple[Artifact, ...]]:
         backends = lb_backends(cfg, facts)
-        per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends)
+        per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends,
+                                      systemd_resolved=f.systemd_resolved)
                     for name, f in facts.items()}
         return placed_by_up(cfg, render_cluster(cfg, rendered.pki, rendered.token, per_host))
 

@@ -21,7 +21,8 @@ def join_workers(s: Session) -> None:
         return
 
     def one(h: Host) -> None:
-        node = RemoteNode(h.name, s.runner.transports[h.name], s.runner.facts[h.name].files)
+        node = RemoteNode(h.name, s.runner.transports[h.name], s.runner.facts[h.name].files,
+                          s.runner.facts[h.name].systemd_resolved)
         join(join_request(s, h), s.runner.rep, node=node)
 
     errors = parallel(todo, one, s.runner.connect_opts.concurrency)

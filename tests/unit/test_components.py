@@ -16,7 +16,7 @@ from kubeboot.config.load import parse_inventory
 from kubeboot.config.model import ClusterConfig
 from kubeboot.errors import ConfigError
 from kubeboot.kube.objects import kubelet_config_map
-from kubeboot.render.node import kubelet_config, node_artifacts
+from kubeboot.render.node import effective_resolv_conf, kubelet_config, node_artifacts
 from tests.unit.test_config_validation import BASE
 
 
@@ -43,6 +43,37 @@ def node_file(cfg: ClusterConfig, host: str, path: str) -> str:
 
 
 # --- spec.kubelet.config ----------------------------------------------------------------------------------
+
+
+def test_systemd_resolved_points_config_yaml_at_its_upstream_list_never_the_configmap() -> None:
+    """kubeadm's mutateResolverConfig: per node, when config.yaml is written; the user's value always wins."""
+    cfg = parse_inventory(inventory())
+    plain = yaml.safe_load(node_file(cfg, "w1", "/var/lib/kubelet/config.yaml"))
+    arts = {a.path: a for a in node_artifacts(cfg, cfg.host("w1"), systemd_resolved=True)}
+    resolved = yaml.safe_load(arts["/var/lib/kubelet/config.yaml"].content)
+    assert "resolvConf" not in plain and resolved.pop("resolvConf") == "/run/systemd/resolve/resolv.conf"
+    assert resolved == plain
+    assert "resolvConf" not in yaml.safe_load(kubelet_config_map(kubelet_config(cfg))["data"]["kubelet"])
+    own = parse_inventory(inventory(kubelet={"config": {"resolvConf": "/etc/upstream.conf"}}))
+    arts = {a.path: a for a in node_artifacts(own, own.host("w1"), systemd_resolved=True)}
+    assert yaml.safe_load(arts["/var/lib/kubelet/config.yaml"].content)["resolvConf"] == "/etc/upstream.conf"
+    assert effective_resolv_conf(cfg, False) == "/etc/resolv.conf"
+    assert effective_resolv_conf(cfg, True) == "/run/systemd/resolve/resolv.conf"
+    assert effective_resolv_conf(own, True) == "/etc/upstream.conf"
+
+
+def test_a_join_writes_the_same_config_yaml_as_up_with_systemd_resolved() -> None:
+    """join builds config.yaml from the kubelet-config ConfigMap; with the same rule it matches up's file."""
+    from kubeboot.join import JoinRequest, _kubelet_files
+
+    cfg = parse_inventory(inventory())
+    req = JoinRequest(endpoint="10.0.0.10:6443", token="abcdef.0123456789abcdef", pins=(), node_name="w1",
+                      cri_socket=cfg.runtime.cri_socket)
+    for resolved in (False, True):
+        joined = {a.path: a for a in _kubelet_files(req, kubelet_config(cfg), resolved)}
+        placed = {a.path: a for a in node_artifacts(cfg, cfg.host("w1"), systemd_resolved=resolved)}
+        path = "/var/lib/kubelet/config.yaml"
+        assert joined[path].content == placed[path].content, resolved
 
 LAB_KUBELET = {"failCgroupV1": False, "maxPods": 200, "evictionHard": {"memory.available": "200Mi"},
                "systemReserved": {"cpu": "500m", "memory": 1073741824}, "featureGates": {"NodeSwap": True},

@@ -120,6 +120,7 @@ def converged(cl: Cluster, name: str, **changes: Any) -> HostFacts:
         systemd=True, services=services, enabled=enabled, versions=versions,
         files={a.path: _state(a) for a in cl.artifacts[name]},
         dirs=frozenset({"/etc/ca-certificates", "/usr/share/ca-certificates"}), ufw_active=False, fstab_swap=False,
+        nameservers={"/etc/resolv.conf": ("192.0.2.53", "2001:db8::53")},
     )
     return replace(facts, **changes)
 
@@ -423,6 +424,63 @@ def test_cross_host_checks_duplicates_and_clock_skew(cl: Cluster) -> None:
     # within the limit: nothing; a host without a clock reading is not compared
     calm = {"w1": converged(cl, "w1", clock=1_795_000_000.0 + 29), "lb1": converged(cl, "lb1", clock=0.0)}
     assert only(checks(ctx_for(cl, calm), cl), "ClockSkew") == []
+
+
+def test_parse_facts_reads_resolver_files_and_systemd_resolved() -> None:
+    f = parse_facts("@@kubeboot services\nsystemd-resolved=active=enabled\n@@kubeboot resolv\n"
+                    "/etc/resolv.conf 127.0.0.53 \n/run/systemd/resolve/resolv.conf 192.0.2.1 fe80::1%eth0 \n"
+                    "/etc/empty.conf\n@@kubeboot end\n")
+    assert f.systemd_resolved is True
+    assert dict(f.nameservers) == {"/etc/resolv.conf": ("127.0.0.53",),
+                                   "/run/systemd/resolve/resolv.conf": ("192.0.2.1", "fe80::1%eth0"),
+                                   "/etc/empty.conf": ()}
+    assert parse_facts("@@kubeboot end\n").systemd_resolved is False
+
+
+def test_resolv_conf_check_refuses_what_would_make_coredns_loop(cl: Cluster) -> None:
+    stub = {"/etc/resolv.conf": ("127.0.0.53",)}
+    resolved = {"systemd-resolved": "active"}
+    facts = {
+        "cp1": converged(cl, "cp1", nameservers={"/etc/resolv.conf": ("127.0.0.1", "::1")}),  # local stub only
+        "cp2": converged(cl, "cp2", nameservers={"/etc/resolv.conf": ()}),  # no nameserver at all
+        # systemd-resolved: the kubelet is pointed at its upstream list (kubeadm's rule), the stub is fine
+        "cp3": converged(cl, "cp3", nameservers={**stub, "/run/systemd/resolve/resolv.conf": ("192.0.2.1",)},
+                         services=resolved),
+        "w1": converged(cl, "w1", nameservers={}),  # no /etc/resolv.conf
+        "lb1": converged(cl, "lb1", nameservers=stub),  # not a node: CoreDNS never runs there
+    }
+    found = checks(ctx_for(cl, facts), cl)
+    by = {f.host: f for f in found if f.check == "ResolvConf"}
+    assert only(found, "ResolvConf") == [("cp1", "error"), ("cp2", "error"), ("w1", "error")]
+    assert "/etc/resolv.conf lists 127.0.0.1, ::1" in by["cp1"].message and "loop" in by["cp1"].message
+    assert "lists no nameserver" in by["cp2"].message
+    assert "/etc/resolv.conf does not exist" in by["w1"].message
+    assert all("spec.kubelet.config.resolvConf" in f.message for f in by.values())
+    # systemd-resolved active but its upstream file missing: the kubelet would be pointed at nothing
+    gone = checks(ctx_for(cl, {"cp3": converged(cl, "cp3", nameservers=stub, services=resolved)}), cl)
+    assert only(gone, "ResolvConf") == [("cp3", "error")]
+    ignored = checks(ctx_for(cl, facts, ignore_preflight_errors=frozenset({"resolvconf"})), cl)
+    assert only(ignored, "ResolvConf") == [("cp1", "warning"), ("cp2", "warning"), ("w1", "warning")]
+
+
+def test_resolv_conf_set_by_the_user_is_the_file_checked(cl: Cluster) -> None:
+    doc = copy.deepcopy(DOC)
+    doc["spec"]["kubelet"] = {"config": {"resolvConf": "/etc/upstream-resolv.conf"}}
+    cfg = parse_inventory(doc)
+    good = {n: converged(cl, n, nameservers={"/etc/resolv.conf": ("127.0.0.1",),
+                                             "/etc/upstream-resolv.conf": ("192.0.2.53",)}) for n in NODES}
+    assert only(checks(ctx_for(cl, good, cfg=cfg), cl), "ResolvConf") == []
+    missing = {**good, "w1": converged(cl, "w1", nameservers={"/etc/resolv.conf": ("192.0.2.53",)})}
+    found = [f for f in checks(ctx_for(cl, missing, cfg=cfg), cl) if f.check == "ResolvConf"]
+    assert [(f.host, f.severity) for f in found] == [("w1", "error")]
+    assert "spec.kubelet.config.resolvConf /etc/upstream-resolv.conf does not exist" in found[0].message
+    # kubeadm's warning: systemd-resolved is active and the user chose another file
+    resolved = {**good, "cp1": replace(good["cp1"], services={"systemd-resolved": "active"})}
+    assert only(checks(ctx_for(cl, resolved, cfg=cfg), cl), "ResolvConf") == [("cp1", "warning")]
+    off = copy.deepcopy(DOC)
+    off["spec"]["kubelet"] = {"config": {"resolvConf": ""}}  # the user turned it off: nothing to check
+    bare = {n: converged(cl, n, nameservers={}) for n in NODES}
+    assert only(checks(ctx_for(cl, bare, cfg=parse_inventory(off)), cl), "ResolvConf") == []
 
 
 def test_ignore_preflight_errors_downgrades_named_errors_case_insensitively(cl: Cluster) -> None:
