@@ -138,14 +138,18 @@ def test_kube_system_runs_kubeadms_addons_and_flannel(ha: Cluster) -> None:
         pods = ha.kubectl_json("get", "pods", "-A")["items"]
         return [p for p in pods if p["metadata"]["namespace"] in ("kube-system", "kube-flannel")]
 
+    def ready(p: dict[str, Any]) -> bool:  # Running is not enough: a crash-looping CoreDNS is Running too
+        return p["status"]["phase"] == "Running" and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+
     def running() -> list[dict[str, Any]] | None:
         pods = system_pods()
-        return pods if all(p["status"]["phase"] == "Running" for p in pods) else None
+        return pods if all(ready(p) for p in pods) else None
 
     try:  # up waits for the nodes; the Deployments' pods may still be starting when it returns
-        system = wait_until("every kube-system pod Running", running, timeout=180, interval=2)
+        system = wait_until("every kube-system pod Running and Ready", running, timeout=180, interval=2)
     except Exception:
-        stuck = [p for p in system_pods() if p["status"]["phase"] != "Running"]
+        stuck = [p for p in system_pods() if not ready(p)]
         why = {h: ha.sh(h, "journalctl -u containerd -u kubelet --no-pager | grep -iE 'sandbox|cni' | tail -5; true")
                for h in {p["spec"].get("nodeName") for p in stuck} if h}
         raise AssertionError(f"{[p['metadata']['name'] for p in stuck]}: {why}") from None
@@ -218,9 +222,6 @@ def endpoints(c: Cluster) -> int:
     return sum(len(s.get("addresses", [])) for s in eps.get("subsets") or [])
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 8 stays open): from a pod on a lab host, traffic to a "
-                   "ClusterIP (kube-dns 10.96.0.10, the web Service) is refused although kube-proxy has programmed "
-                   "its KUBE-SVC rules (iptables-nft) and host-network clients reach Services; not diagnosed yet")
 def test_a_deployment_answers_by_dns_name_from_another_node(ha: Cluster, tmp_path: Path) -> None:
     manifest = tmp_path / "web.yaml"
     manifest.write_text(WEB % {"image": BB})
@@ -244,11 +245,10 @@ def test_a_deployment_answers_by_dns_name_from_another_node(ha: Cluster, tmp_pat
                in ("Succeeded", "Failed"), timeout=120, interval=1)
     logs = ha.kubectl("logs", "client").stdout.split("\n")
     svc_ip = ha.kubectl_json("get", "service", "web")["spec"]["clusterIP"]
-    if f"resolved {svc_ip}" not in logs:  # diagnostics: the Service path (kube-proxy's rules) on that node
-        kp = ha.kubectl("logs", "-n", "kube-system", "-l", "k8s-app=kube-proxy", "--tail=15", "--prefix").stdout
-        rules = ha.sh(WORKERS[0], "iptables-save 2>&1 | grep -c KUBE-SVC; iptables-legacy-save 2>/dev/null | "
-                                  "grep -c KUBE-SVC; nft list ruleset 2>/dev/null | grep -c KUBE; true")
-        raise AssertionError(f"{logs[:6]}\nkube-proxy: {kp[-3000:]}\nrules: {rules}")
+    if f"resolved {svc_ip}" not in logs:  # diagnostics: CoreDNS, then the Service path on that node
+        dns = ha.kubectl("logs", "-n", "kube-system", "-l", "k8s-app=kube-dns", "--tail=5", "--prefix").stdout
+        rules = ha.sh(WORKERS[0], "iptables-save 2>&1 | grep -E 'kube-dns|KUBE-SVC' | head -20; true")
+        raise AssertionError(f"{logs[:6]}\ncoredns: {dns[-3000:]}\nrules: {rules}")
     answers = {ln for ln in logs if ln and not ln.startswith("resolved")}
     other = {p["metadata"]["name"] for p in pods if p["spec"]["nodeName"] != WORKERS[0]}
     assert answers <= {p["metadata"]["name"] for p in pods} and answers & other, answers

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 SUBNET = "10.200.0"
 PREFIX_LEN = 24
 GATEWAY = f"{SUBNET}.1"
+#: Every host's resolver: the controller namespace, where nothing listens on port 53, so a query fails at once
+#: (ICMP port unreachable) and DNS never leaves the lab. Not loopback: CoreDNS forwards to the nameservers of its
+#: node's resolv.conf from its own network namespace, where 127.0.0.1 is CoreDNS itself (a loop it refuses), and
+#: kubeboot's preflight refuses such hosts (ResolvConf) as it should.
+RESOLV_CONF = f"nameserver {GATEWAY}\noptions timeout:1 attempts:1\n"
 SSH_PORT = 22
 MAX_HOSTS = 200
 

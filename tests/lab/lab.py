@@ -35,6 +35,7 @@ from .common import NOSUDO_PASSWORD as NOSUDO_PASSWORD
 from .common import NOSUDO_USER as NOSUDO_USER
 from .common import PASSWORD_HASHES as PASSWORD_HASHES
 from .common import PREFIX_LEN as PREFIX_LEN
+from .common import RESOLV_CONF
 from .common import SAFE_ENV as SAFE_ENV
 from .common import SSH_PORT as SSH_PORT
 from .common import SUBNET as SUBNET
@@ -270,8 +271,7 @@ class Lab(LabClient):
         _write(etc / "hostname", h.name + "\n")
         _write(etc / "machine-id", h.machine_id + "\n", 0o444)
         _write(etc / "hosts", etc_hosts)
-        # DNS never leaves the host: fails at once on its own loopback (sudo resolves its hostname)
-        _write(etc / "resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        _write(etc / "resolv.conf", RESOLV_CONF)  # DNS never leaves the lab (sudo's hostname: /etc/hosts)
 
         # sshd with a per-host host key
         priv, pub = _gen_ed25519(f"root@{h.name}")

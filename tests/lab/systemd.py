@@ -38,6 +38,7 @@ from typing import Any, Callable, Self, Sequence
 
 from . import rootfs
 from .common import (
+    RESOLV_CONF,
     SAFE_ENV,
     USER_IDS,
     BaseHost,
@@ -347,6 +348,7 @@ class SystemdLab(LabClient):
         write(root / "etc/machine-id", h.machine_id + "\n", 0o444)
         write(root / "etc/hostname", h.name + "\n")
         write(root / "etc/hosts", etc_hosts)
+        write(root / "etc/resolv.conf", RESOLV_CONF)
         priv, key_pub = gen_ed25519(f"root@{h.name}")
         h.host_key = key_pub.rsplit(" ", 1)[0]
         write(root / "etc/ssh/ssh_host_ed25519_key", priv, 0o600)
