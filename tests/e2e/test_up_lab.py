@@ -14,6 +14,7 @@ from kubeboot.runner import ConnectOptions
 from kubeboot.workflows.up import UpRequest, up
 from tests.e2e.conftest import inventory, kubeboot, proxy_only_ssh_config, snapshot
 from tests.lab import Lab
+from tests.lab.common import RESOLV_CONF
 
 pytestmark = pytest.mark.lab(hosts=5)
 NO_SYSTEMD = "--ignore-preflight-errors=Systemd"  # lab hosts run sshd as PID 1's child, not systemd
@@ -26,6 +27,7 @@ def test_preflight_reports_seeded_problems_on_the_right_hosts(lab: Lab, tmp_path
     lab.hide_binary("h4", "iptables")
     lab.set_hostname("h5", "h4")  # duplicate of h4's hostname
     lab.set_clock_offset("h1", 300)
+    lab.sh_in("h2", "printf 'nameserver 127.0.0.53\\n' > /etc/resolv.conf")  # a local stub, no systemd-resolved
     try:
         res = kubeboot(lab, inv, "up", "--only", "preflight")
         assert res.returncode == 5, res.stderr
@@ -35,14 +37,15 @@ def test_preflight_reports_seeded_problems_on_the_right_hosts(lab: Lab, tmp_path
         assert "h4: [FileExisting-iptables] iptables not found in PATH" in err
         assert "h5: [DuplicateHostname] hostname 'h4' is also used by h4" in err
         assert "h1: [ClockSkew] clock is +300s off the other hosts'" in err
+        assert "h2: [ResolvConf] /etc/resolv.conf lists 127.0.0.53: CoreDNS forwards there" in err
         assert "--ignore-preflight-errors=" in err
-        names = ("Swap,Port-10250,FileExisting-iptables,DuplicateHostname,ClockSkew,"
+        names = ("Swap,Port-10250,FileExisting-iptables,DuplicateHostname,ClockSkew,ResolvConf,"
                  "FileContent--proc-sys-net-ipv4-ip_forward")
         ok = kubeboot(lab, inv, "up", "--only", "preflight", f"--ignore-preflight-errors={names}")
         assert ok.returncode == 0, ok.stderr
         lines = ok.stderr.splitlines()
         for host, check in (("h2", "Swap"), ("h3", "Port-10250"), ("h4", "FileExisting-iptables"),
-                            ("h5", "DuplicateHostname"), ("h1", "ClockSkew")):
+                            ("h5", "DuplicateHostname"), ("h1", "ClockSkew"), ("h2", "ResolvConf")):
             assert any(ln.startswith(f"[preflight] {host}: warning {check}: ") and ln.endswith("(ignored)")
                        for ln in lines), (host, check, ok.stderr)
     finally:
@@ -51,6 +54,7 @@ def test_preflight_reports_seeded_problems_on_the_right_hosts(lab: Lab, tmp_path
         lab.restore_binaries("h4")
         lab.set_hostname("h5", "h5")
         lab.clear_clock_offset("h1")
+        lab.sh_in("h2", f"printf '{RESOLV_CONF}' > /etc/resolv.conf")
 
 
 def test_files_are_placed_then_a_rerun_changes_nothing(lab: Lab, tmp_path: Path) -> None:
