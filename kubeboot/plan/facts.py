@@ -25,6 +25,7 @@ RESOLV_CONFS = (KUBELET_RESOLV_CONF, SYSTEMD_RESOLV_CONF)
 CA_DIRS = ("/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/ca-certificates", "/usr/share/ca-certificates",
            "/usr/local/share/ca-certificates")
 _MARK = "@@kubeboot "
+MARK = _MARK  # section header of every gathering script (kubeboot.plan.status uses the same format)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,11 @@ def _sections(output: str) -> dict[str, list[str]]:
     if "end" not in out:
         raise ValueError("fact gathering output is truncated (no end marker)")
     return out
+
+
+def parse_sections(output: str) -> dict[str, list[str]]:
+    """The raw lines of each `@@kubeboot <section>` of a gathering script's output (ValueError if truncated)."""
+    return _sections(output)
 
 
 def _kv(lines: list[str], sep: str = "=") -> dict[str, str]:
