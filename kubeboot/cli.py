@@ -67,7 +67,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 ok, 1 internal, 2 usage, 3 invalid inventory/flags, 4 inconsistent state directory,
     5 preflight, 6 remote command, 7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo,
     12 join endpoint unreachable, 13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or
-    expired, 16 wrong certificate key, 17 not an image archive.
+    expired, 16 wrong certificate key, 17 not an image archive, 18 a component not healthy in time (--wait-timeout).
     """
     ctx.meta["kubeboot.debug"] = debug
     import logging
@@ -169,6 +169,10 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
                      help="Import the image archives (OCI layout or docker-save .tar) in this directory into every "
                           "node's containerd, only where an image is missing (air-gapped installs). "
                           "Overrides spec.images.archiveDir."),
+        click.option("--wait-timeout", default=240.0, show_default=True, type=click.FloatRange(1.0),
+                     help="Seconds each API server gets to become ready (the first, then each joining control "
+                          "plane) and each joining kubelet to get its client certificate; past it, the run stops "
+                          "with exit 18 naming the host (a re-run resumes)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -178,7 +182,7 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
 def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[str, ...], skip_phases: str | None,
            ignore_preflight_errors: str | None, concurrency: int, known_hosts: Path, accept_new_host_keys: bool,
            ssh_config: Path | None, disable_firewall: bool, offline_packages: Path | None,
-           images: Path | None) -> None:
+           images: Path | None, wait_timeout: float) -> None:
     from kubeboot.phases.base import RunOptions
     from kubeboot.runner import ConnectOptions, _default_ssh_config
     from kubeboot.workflows.up import UpRequest, load_offline_packages, up
@@ -187,6 +191,7 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
         ignore_preflight_errors=frozenset(x.lower() for x in _csv(ignore_preflight_errors)),
         disable_firewall=disable_firewall,
         offline_packages=load_offline_packages(offline_packages) if offline_packages else (),
+        wait_timeout=wait_timeout,
     )
     req = UpRequest(inventory, state_dir, tuple(only), tuple(_csv(skip_phases)), dry_run, options,
                     ConnectOptions(known_hosts.expanduser(), accept_new_host_keys,

@@ -3,7 +3,8 @@
 Exit codes are part of the CLI contract (documented in README.md):
   1 unexpected/internal, 2 usage (click), 3 config, 4 state, 5 preflight, 6 remote command,
   7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo, 12 endpoint unreachable (join),
-  13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or expired, 16 wrong certificate key.
+  13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or expired, 16 wrong certificate key,
+  17 not an image archive, 18 a component did not become healthy in time (--wait-timeout).
 """
 
 from __future__ import annotations
@@ -114,3 +115,10 @@ class ImageArchiveError(KubebootError):
     """A supplied image archive is unreadable or not an image archive (named, before any host is touched)."""
 
     exit_code = 17
+
+
+class WaitTimeoutError(KubebootError):
+    """A component did not become healthy within the wait: an API server not live or ready, a joining kubelet
+    without its client certificate (`--wait-timeout`)."""
+
+    exit_code = 18

@@ -28,7 +28,7 @@ from kubeboot.apiphases import (
 )
 from kubeboot.config.load import single_control_plane
 from kubeboot.config.model import ClusterConfig
-from kubeboot.errors import KubebootError
+from kubeboot.errors import RemoteCommandError, WaitTimeoutError
 from kubeboot.kube import client as kc
 from kubeboot.pki.bundle import LEAVES_BY_ID, clients_for, plan_pki
 from kubeboot.pki.certs import CAS
@@ -40,8 +40,8 @@ from kubeboot.render.cluster import RenderHints, local_api_url, render_host
 WAIT_TIMEOUT = 240.0  # kubeadm ControlPlaneComponentHealthCheck
 
 
-class WaitControlPlaneError(KubebootError):
-    exit_code = 6
+class WaitControlPlaneError(WaitTimeoutError):
+    pass
 
 
 def api_health(url: str, check: str = "livez", timeout: float = 5.0) -> bool:
@@ -81,7 +81,7 @@ def restart_kubelet() -> str:
     res = subprocess.run(["systemctl", "restart", "kubelet"], check=False, capture_output=True, text=True,
                          timeout=120)
     if res.returncode != 0:
-        raise WaitControlPlaneError(f"`systemctl restart kubelet` failed: {res.stderr.strip()}",
+        raise RemoteCommandError(f"`systemctl restart kubelet` failed: {res.stderr.strip()}",
                                     hint="is the kubelet package installed? (systemctl status kubelet)")
     return "kubelet (re)started by systemd"
 
@@ -143,30 +143,45 @@ def config_from_flags(req: InitRequest) -> ClusterConfig:
 
 def _existing_material(root: Path, cfg: ClusterConfig) -> dict[str, bytes]:
     """What is already on the node, in the state layout the PKI core reuses from."""
-    pki = root / "etc/kubernetes/pki"
+
+    def read(path: str) -> bytes | None:
+        p = root / path.lstrip("/")
+        return p.read_bytes() if p.exists() else None
+
+    return existing_material(read, cfg)
+
+
+def existing_material(read: Callable[[str], bytes | None], cfg: ClusterConfig,
+                      cas: bool = True) -> dict[str, bytes]:
+    """The node's key material (read(absolute path) -> bytes, None when absent) in the state layout the PKI core
+    reuses from: the CAs and the sa key pair (unless cas=False), this node's leaf certificates and the client
+    certificates embedded in its kubeconfigs."""
     host = cfg.first_control_plane
     out: dict[str, bytes] = {}
-    for spec in CAS:
-        for ext in (".crt", ".key"):
-            p = pki / f"{spec.base}{ext}"
-            if p.exists():
-                out[f"pki/{spec.base}{ext}"] = p.read_bytes()
-    for name in ("sa.key", "sa.pub"):
-        if (pki / name).exists():
-            out[f"pki/{name}"] = (pki / name).read_bytes()
+
+    def take(key: str, path: str) -> None:
+        data = read(path)
+        if data is not None:
+            out[key] = data
+
+    if cas:
+        for spec in CAS:
+            for ext in (".crt", ".key"):
+                take(f"pki/{spec.base}{ext}", f"/etc/kubernetes/pki/{spec.base}{ext}")
+        for name in ("sa.key", "sa.pub"):
+            take(f"pki/{name}", f"/etc/kubernetes/pki/{name}")
     for leaf in LEAVES_BY_ID.values():
         for ext in (".crt", ".key"):
-            p = pki / f"{leaf.base}{ext}"
-            if p.exists():
-                out[f"hosts/{host.name}/pki/{leaf.base}{ext}"] = p.read_bytes()
+            take(f"hosts/{host.name}/pki/{leaf.base}{ext}", f"/etc/kubernetes/pki/{leaf.base}{ext}")
     for client in clients_for(cfg, host):
-        p = root / "etc/kubernetes" / client.file
-        if p.exists():
-            user = (yaml.safe_load(p.read_text()).get("users") or [{}])[0].get("user", {})
-            stem = client.file.removesuffix(".conf")
-            if "client-certificate-data" in user and "client-key-data" in user:
-                out[f"hosts/{host.name}/clients/{stem}.crt"] = base64.b64decode(user["client-certificate-data"])
-                out[f"hosts/{host.name}/clients/{stem}.key"] = base64.b64decode(user["client-key-data"])
+        data = read(f"/etc/kubernetes/{client.file}")
+        if data is None:
+            continue
+        user = ((yaml.safe_load(data) or {}).get("users") or [{}])[0].get("user", {})
+        stem = client.file.removesuffix(".conf")
+        if "client-certificate-data" in user and "client-key-data" in user:
+            out[f"hosts/{host.name}/clients/{stem}.crt"] = base64.b64decode(user["client-certificate-data"])
+            out[f"hosts/{host.name}/clients/{stem}.key"] = base64.b64decode(user["client-key-data"])
     return out
 
 

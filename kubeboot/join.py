@@ -69,6 +69,10 @@ class NodeTarget(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def read(self, path: str) -> bytes | None:
+        """A file's content, None when it does not exist."""
+        ...
+
     def write(self, artifacts: Sequence[Artifact]) -> list[str]:
         """Place the files (skipping identical ones); return the paths written."""
         ...
@@ -93,6 +97,10 @@ class LocalNode:
 
     def exists(self, path: str) -> bool:
         return (self.rootfs / path.lstrip("/")).exists()
+
+    def read(self, path: str) -> bytes | None:
+        p = self.rootfs / path.lstrip("/")
+        return p.read_bytes() if p.is_file() else None
 
     def write(self, artifacts: Sequence[Artifact]) -> list[str]:
         return state.write_files_under(self.rootfs, artifacts)
@@ -277,6 +285,12 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
     cfg = _inventory_for_this_node(cc, req)
     host = cfg.first_control_plane
     stored = {f"pki/{rel}": data for rel, data in shared.items()}
+    if node.exists("/etc/kubernetes/pki/apiserver.crt"):
+        # a join that stopped halfway left this node's own certificates: the valid ones are kept (kubeadm's "Using
+        # the existing certificate and key"), so resuming rewrites nothing that is still right
+        from kubeboot.initnode import existing_material
+
+        stored.update(existing_material(node.read, cfg, cas=False))
     pki, _changes = plan_pki(cfg, stored, now or datetime.now(timezone.utc), keygen)
     kubelet = _kubelet_files(req, _kubelet_config(api), node.systemd_resolved())  # the cluster's kubelet-config, as kubeadm join uses
     # what kubeadm join writes: /etc/kubernetes (PKI, kubeconfigs, manifests) and the kubelet's files — not the
@@ -347,16 +361,20 @@ def _etcd_join(req: JoinRequest, rep: output.Reporter, cfg: ClusterConfig, host:
         existing = {u: m for m in etcd.members() for u in m.peer_urls}
         if peer in existing:  # a re-run after a partial join: reuse the member (kubeadm does the same)
             me, members = existing[peer], etcd.members()
+            state_now = "a learner" if me.learner else "a voting member"
+            rep.info("etcd-join", host.name, f"already {state_now} ({me.id:x}) from an earlier join: reused")
         else:
             me, members = wait("etcd member add", lambda: etcd.add_learner(peer))
+            rep.info("etcd-join", host.name, f"added as learner {me.id:x}")
         parts = []
         for m in members:
             name = host.name if m.id == me.id else (m.name or f"{m.id:x}")
             parts.append(f"{name}={m.peer_urls[0]}")
         pod = manifests.etcd(cfg, host, initial_cluster=",".join(parts))
         result.written += node.write([Artifact("/etc/kubernetes/manifests/etcd.yaml", manifests.dump(pod), 0o600)])
-        rep.info("etcd-join", host.name, f"added as learner {me.id:x}; waiting for it to catch up")
         if me.learner or not any(m.id == me.id and not m.learner for m in etcd.members()):
+            # a learner is promoted once it has caught up; a voting member is left alone
+            rep.info("etcd-join", host.name, f"waiting for learner {me.id:x} to catch up")
             wait("etcd member promote", lambda: etcd.promote(me.id), timeout=req.etcd_wait)
         rep.phase_done("etcd-join", f"member {host.name} ({me.id:x}) is a voting member")
         return f"{me.id:x}"

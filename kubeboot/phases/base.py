@@ -24,6 +24,9 @@ class RunOptions:
     offline_packages: tuple[tuple[str, bytes], ...] = ()
     # Image archives the user supplied (--images DIR / spec.images.archiveDir): (local path, what it holds).
     image_archives: tuple[tuple[str, ImageArchive], ...] = ()
+    # --wait-timeout: seconds an API server gets to become live/ready and a joining kubelet to finish its TLS
+    # bootstrap (kubeadm's ControlPlaneComponentHealthCheck, 4 minutes)
+    wait_timeout: float = 240.0
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from kubernetes import client as k8s
 
 from kubeboot.apiphases import control_plane_patch, mark_control_plane, upload_shared_files
 from kubeboot.config.model import Host, LoadBalancerMode
-from kubeboot.errors import KubebootError
-from kubeboot.initnode import WAIT_TIMEOUT, poll, wait_live
+from kubeboot.errors import KubebootError, WaitTimeoutError
+from kubeboot.initnode import poll, wait_live
 from kubeboot.join import JoinRequest, join
 from kubeboot.kube import client as kc
 from kubeboot.kube import objects
@@ -84,7 +84,7 @@ def wait_control_plane(s: Session) -> None:
             s.change(None, f"wait for the API server at {url}, then make admin.conf a cluster admin")
         s.done()
         return
-    wait_live(url, WAIT_TIMEOUT)
+    wait_live(url, s.runner.options.wait_timeout)
     outcome = kc.ensure_admin_binding(s.admin(), s.super_admin())
     if outcome != "unchanged":
         s.change(None, f"{outcome} clusterrolebinding/kubeadm:cluster-admins (admin.conf's group)")
@@ -168,7 +168,7 @@ def join_request(s: Session, host: Host, **kw: Any) -> JoinRequest:
     return JoinRequest(endpoint=discovery_endpoint(s), token=str(s.rendered.token), pins=(ca_cert_hash(ca),),
                        node_name=host.name, node_ip=str(host.address), cri_socket=s.cfg.runtime.cri_socket,
                        api_server=s.api_url() if node_local else None, discovery_timeout=60.0,
-                       discovery_interval=2.0, **kw)
+                       discovery_interval=2.0, wait_timeout=s.runner.options.wait_timeout, **kw)
 
 
 def shared_files(s: Session) -> dict[str, bytes]:
@@ -199,20 +199,29 @@ def wait_ready(host: Host, timeout: float) -> None:
     poll(lambda: ready(url), timeout,
          f"{host.name} [join-control-planes]: its API server at {url} is not ready after {timeout:.0f}s; it was "
          f"NOT added to the load balancer",
-         f"check {host.name}: journalctl -u kubelet, crictl ps -a; then run again")
+         f"check {host.name}: journalctl -u kubelet, crictl ps -a")
 
 
 def join_control_planes(s: Session) -> None:
-    """One at a time, in inventory order: etcd gains one learner at a time and promotes it before the next."""
+    """One at a time, in inventory order: etcd gains one learner at a time and promotes it before the next.
+    A control plane whose join stopped halfway (its files are there, its API server is not ready) is resumed:
+    every step of the join is idempotent, and only a ready API server is added to the load balancer."""
     s.start()
     cfg = s.cfg
+    timeout = s.runner.options.wait_timeout
     for h in cfg.control_planes[1:]:
-        if s.joined(h):
+        # ready also means a voting etcd member: an API server whose local member is still a learner (which
+        # rejects writes and linearizable reads) cannot finish its start-up hooks, so /readyz fails
+        resume = s.joined(h)
+        if resume and ready(local_api_url(h)):
             continue
+        what = (f"resume the join (its files are there but its API server at {local_api_url(h)} is not ready)"
+                if resume else "join as a control plane (fresh certificate key, etcd learner then voter)")
         if s.dry_run:
-            s.change(h.name, "join as a control plane (fresh certificate key, etcd learner then voter), then add "
-                             "it to the load balancer")
+            s.change(h.name, f"{what}, then add it to the load balancer")
             continue
+        if resume:
+            s.info(h.name, what)
         key = upload_shared_files(s.admin(), shared_files(s))
         s.info(h.name, "uploaded the shared certificates with a fresh certificate key (kubeadm-certs, 2h)")
         node = RemoteNode(h.name, s.runner.transports[h.name], s.runner.facts[h.name].files,
@@ -220,11 +229,15 @@ def join_control_planes(s: Session) -> None:
         try:
             join(join_request(s, h, control_plane=True, certificate_key=key, advertise_address=str(h.address)),
                  s.runner.rep, node=node, admin=s.admin())
+            wait_ready(h, timeout)
         except KubebootError as exc:
-            raise type(exc)(exc.message if exc.message.startswith(h.name) else
-                            f"{h.name} [join-control-planes]: {exc.message}", hint=exc.hint) from None
-        wait_ready(h, WAIT_TIMEOUT)
-        s.change(h.name, "joined as a control plane; its API server is ready")
+            msg = exc.message if exc.message.startswith(h.name) else f"{h.name} [join-control-planes]: {exc.message}"
+            if isinstance(exc, WaitTimeoutError) and "load balancer" not in msg:
+                msg += "; it was NOT added to the load balancer"
+            hint = exc.hint if exc.hint and h.name in exc.hint else f"on {h.name}: {exc.hint or 'see above'}"
+            raise type(exc)(msg, hint=f"{hint}; then run again: the join resumes") from None
+        s.change(h.name, "joined as a control plane; its API server is ready" if not resume else
+                         "join resumed and finished; its API server is ready")
         s.runner.gather([h])
         refresh_load_balancer(s)
     s.done()

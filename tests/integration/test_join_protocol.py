@@ -448,6 +448,22 @@ def test_control_plane_join_adds_an_etcd_learner_promotes_it_and_serves_its_own_
         assert (root / "etc/kubernetes/pki/ca.key").read_bytes() == \
             cluster.tree.path("cp1", "/etc/kubernetes/pki/ca.key").read_bytes()
         assert not (root / "etc/kubernetes/super-admin.conf").exists()
+        # the same join again (what `up` does to resume a control plane whose join stopped halfway): the voting
+        # member is reused, not added twice, and every certificate, kubeconfig and manifest is kept as it is
+        before = {p: p.read_bytes() for p in (root / "etc/kubernetes").rglob("*") if p.is_file()}
+        again = cluster.kubeboot("join", EP, "--token", token, "--discovery-token-ca-cert-hash", pin,
+                                 "--control-plane", "--certificate-key", cluster.upload_certs(),
+                                 "--apiserver-advertise-address", CP2, "--node-name", "cp2", "--rootfs", str(root),
+                                 timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert "already a voting member" in again.stderr and "added as learner" not in again.stderr, again.stderr
+        assert "[control-plane-prepare] cp2: wrote 0 file(s)" in again.stderr, again.stderr
+        assert {p: p.read_bytes() for p in (root / "etc/kubernetes").rglob("*") if p.is_file()} == before
+        assert len([ln for ln in cluster.net.run("ctl", [etcdctl, f"--endpoints=https://{CP1}:2379",
+                                                         f"--cacert={pki}/ca.crt",
+                                                         f"--cert={pki}/healthcheck-client.crt",
+                                                         f"--key={pki}/healthcheck-client.key", "member",
+                                                         "list"]).stdout.splitlines() if ln.strip()]) == 2
     finally:
         t.join(timeout=5)
         _remove_member(cluster, root, CP2)  # two voters with one stopped would leave etcd without quorum
