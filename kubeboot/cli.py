@@ -67,7 +67,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 ok, 1 internal, 2 usage, 3 invalid inventory/flags, 4 inconsistent state directory,
     5 preflight, 6 remote command, 7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo,
     12 join endpoint unreachable, 13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or
-    expired, 16 wrong certificate key, 17 not an image archive, 18 a component not healthy in time (--wait-timeout).
+    expired, 16 wrong certificate key, 17 not an image archive, 18 a component not healthy in time (--wait-timeout),
+    19 status: degraded, 20 status: etcd quorum lost.
     """
     ctx.meta["kubeboot.debug"] = debug
     import logging
@@ -230,6 +231,58 @@ def phases() -> None:
     output.result(describe(UP))
 
 
+def _connect_options(f: Callable[..., None]) -> Callable[..., None]:
+    """SSH flags of the read-only commands (status, certs check-expiration)."""
+    opts = [
+        click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 256),
+                     help="Hosts read at once."),
+        click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+                     default=Path("~/.ssh/known_hosts").expanduser(), show_default=True,
+                     help="Host keys are verified against this file."),
+        click.option("--accept-new-host-keys", is_flag=True,
+                     help="Trust host keys seen for the first time and record them (changed keys are still refused)."),
+        click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     help="An OpenSSH client config to honour. Default: ~/.ssh/config when it exists."),
+        click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True, help="text for people; json for scripts (a stable document, see README)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _connect(concurrency: int, known_hosts: Path, accept_new_host_keys: bool, ssh_config: Path | None) -> object:
+    from kubeboot.runner import ConnectOptions, _default_ssh_config
+
+    return ConnectOptions(known_hosts.expanduser(), accept_new_host_keys, ssh_config or _default_ssh_config(),
+                          concurrency)
+
+
+@main.command()
+@_inventory
+@_state_dir
+@_connect_options
+def status(inventory: Path, state_dir: Path | None, fmt: str, **connect: object) -> None:
+    """Health of every host and of the cluster: reachable, containerd and kubelet, static pods (the runtime's
+    containers and their mirror pods), etcd members and quorum, API servers, earliest certificate expiry, load-balancer
+    backends. Reads only. Exit 0 healthy, 19 degraded, 20 etcd quorum lost."""
+    import json
+
+    from kubeboot.plan.status import as_json, render_text
+    from kubeboot.workflows.status import exit_error
+    from kubeboot.workflows.status import status as do_status
+
+    report = do_status(inventory, state_dir, _connect(**connect))  # type: ignore[arg-type]
+    if fmt == "json":
+        output.result(json.dumps(as_json(report), indent=2))
+    else:
+        for line in render_text(report):
+            output.result(line)
+    err = exit_error(report)
+    if err is not None:
+        raise err
+
+
 @main.command()
 @_inventory
 @_state_dir
@@ -327,6 +380,35 @@ def token_delete(kubeconfig: Path, tokens: tuple[str, ...]) -> None:
 @main.group()
 def certs() -> None:
     """Certificate helpers."""
+
+
+@certs.command("check-expiration")
+@_inventory
+@_state_dir
+@_connect_options
+def certs_check_expiration(inventory: Path, state_dir: Path | None, fmt: str, **connect: object) -> None:
+    """kubeadm's `certs check-expiration` on every control plane, read over SSH: each certificate and kubeconfig, when
+    it expires, the residual time by the host's clock, its CA, whether it is externally managed (CA key absent)."""
+    import json
+
+    from kubeboot.errors import HostConnectionError
+    from kubeboot.pki.expiry import render_tables
+    from kubeboot.workflows.certs import as_json, check_expiration
+
+    rows = check_expiration(inventory, state_dir, _connect(**connect))  # type: ignore[arg-type]
+    if fmt == "json":
+        output.result(json.dumps(as_json(rows), indent=2))
+    else:
+        for r in rows:
+            where = f"[check-expiration] {r.host.name} ({r.host.address})"
+            if r.error is not None or r.now is None:
+                output.result(f"{where}: {r.error}\n")
+                continue
+            output.result(f"{where}, host clock {r.now.strftime('%Y-%m-%d %H:%M UTC')}:")
+            output.result(render_tables(r.certificates, r.authorities, r.now) + "\n")
+    failed = [f"{r.host.name}: {r.error}" for r in rows if r.error is not None]
+    if failed:
+        raise HostConnectionError(f"{len(failed)} control plane(s) could not be read:\n  " + "\n  ".join(failed))
 
 
 @certs.command("certificate-key")

@@ -4,7 +4,8 @@ Exit codes are part of the CLI contract (documented in README.md):
   1 unexpected/internal, 2 usage (click), 3 config, 4 state, 5 preflight, 6 remote command,
   7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo, 12 endpoint unreachable (join),
   13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or expired, 16 wrong certificate key,
-  17 not an image archive, 18 a component did not become healthy in time (--wait-timeout).
+  17 not an image archive, 18 a component did not become healthy in time (--wait-timeout),
+  19 status: cluster degraded, 20 status: etcd quorum lost.
 """
 
 from __future__ import annotations
@@ -122,3 +123,16 @@ class WaitTimeoutError(KubebootError):
     without its client certificate (`--wait-timeout`)."""
 
     exit_code = 18
+
+
+class ClusterDegradedError(KubebootError):
+    """`status`: something is down or wrong (a host unreachable, a unit inactive, a static pod not running, an etcd
+    member unhealthy, an LB backend down, an expired certificate) while etcd keeps its quorum."""
+
+    exit_code = 19
+
+
+class QuorumLostError(ClusterDegradedError):
+    """`status`: no more than half of etcd's voting members are healthy: the cluster cannot write."""
+
+    exit_code = 20

@@ -44,20 +44,26 @@ class EtcdClient:
     def close(self) -> None:
         self._dir.cleanup()
 
+    def _call_one(self, ep: str, path: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        req = urllib.request.Request(f"{ep}/v3/{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=self._ctx, timeout=timeout) as resp:
+                out: dict[str, Any] = json.loads(resp.read() or b"{}")
+                return out
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise EtcdError(f"etcd {path} via {ep}: HTTP {exc.code}: {detail[:300]}") from None
+        except (OSError, ValueError) as exc:
+            raise EtcdError(f"etcd {path} via {ep}: {getattr(exc, 'reason', None) or exc}") from None
+
     def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         last: Exception | None = None
         for ep in self.endpoints:
-            req = urllib.request.Request(f"{ep}/v3/{path}", data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(req, context=self._ctx, timeout=10) as resp:
-                    out: dict[str, Any] = json.loads(resp.read() or b"{}")
-                    return out
-            except urllib.error.HTTPError as exc:
-                detail = exc.read().decode(errors="replace")
-                last = EtcdError(f"etcd {path} via {ep}: HTTP {exc.code}: {detail[:300]}")
-            except OSError as exc:
-                last = EtcdError(f"etcd {path} via {ep}: {exc}")
+                return self._call_one(ep, path, body)
+            except EtcdError as exc:
+                last = exc
         assert last is not None
         raise last
 
@@ -65,6 +71,35 @@ class EtcdClient:
         out = self._call("cluster/member/list", {"linearizable": True})
         return [Member(int(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", [])), bool(m.get("isLearner")))
                 for m in out.get("members", [])]
+
+    def members_via(self, ep: str, timeout: float = 3.0) -> list[Member]:
+        """The member list as one member knows it (serializable: answered without a leader, so a member that
+        lost quorum still says who the members are)."""
+        out = self._call_one(ep, "cluster/member/list", {"linearizable": False}, timeout)
+        return [Member(int(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", [])), bool(m.get("isLearner")))
+                for m in out.get("members", [])]
+
+    def health(self, ep: str, timeout: float = 3.0) -> tuple[bool | None, str]:
+        """etcd's /health on one client endpoint: (True, "") healthy, (False, reason) answering but unhealthy
+        (e.g. no leader: quorum lost), (None, reason) not answering."""
+        try:
+            with urllib.request.urlopen(f"{ep}/health", context=self._ctx, timeout=timeout) as resp:
+                body = json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:  # 503 with {"health":"false","reason":...}
+            try:
+                body = json.loads(exc.read() or b"{}")
+            except ValueError:
+                return False, f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            return None, str(getattr(exc, "reason", None) or exc)
+        if str(body.get("health")) == "true":
+            return True, ""
+        return False, str(body.get("reason") or "unhealthy")
+
+    def is_leader(self, ep: str, timeout: float = 3.0) -> bool:
+        """Maintenance status of one member: whether it is the raft leader."""
+        out = self._call_one(ep, "maintenance/status", {}, timeout)
+        return bool(out.get("leader")) and str(out.get("leader")) == str(out.get("header", {}).get("member_id"))
 
     def add_learner(self, peer_url: str) -> tuple[Member, list[Member]]:
         """MemberAdd as learner (kubeadm 1.32+ always); returns the new member and the full list."""

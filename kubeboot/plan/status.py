@@ -33,11 +33,12 @@ class ClusterState(str, enum.Enum):
 
 # --- on the host --------------------------------------------------------------------------------------------
 
-def status_script(control_plane: bool, root: str = "") -> str:
+def status_script(control_plane: bool, root: str = "", containers: bool = True) -> str:
     """One POSIX sh script, read-only: the clock, unit states, running CRI containers (containerd's own view,
     like `crictl ps`: nodes have no crictl), certificate bytes (only the certificate blocks of PEM files and the
     client-certificate-data of kubeconfigs: private keys never leave the host), which CA keys exist, nginx.conf.
-    Files are read below `root` (tests); sections are named by the path on the node."""
+    Files are read below `root` (tests); sections are named by the path on the node. `containers=False` skips
+    asking containerd (certificates only)."""
     pems = expiry.pem_paths() if control_plane else (CA_CERT,)
     confs = expiry.kubeconfig_paths() if control_plane else ()
     keys = tuple(expiry.CA_KEYS.values()) if control_plane else ()
@@ -53,7 +54,7 @@ def status_script(control_plane: bool, root: str = "") -> str:
 m() {{ echo "{MARK}$1"; }}
 m clock; date +%s.%N
 m services; if [ -d /run/systemd/system ]; then for s in {' '.join(SERVICES)}; do echo "$s=$(systemctl is-active $s 2>/dev/null || true)"; done; fi
-m containers; if command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then for c in $(timeout 10 ctr -n k8s.io tasks ls 2>/dev/null | awk 'NR>1 && $3=="RUNNING" {{print $1}}'); do echo "$c $(timeout 10 ctr -n k8s.io containers info "$c" 2>/dev/null | grep -oE '{labels}' | tr -d '" ' | tr '\\n' ' ')"; done; fi
+m containers; if {'true' if containers else 'false'} && command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then for c in $(timeout 10 ctr -n k8s.io tasks ls 2>/dev/null | awk 'NR>1 && $3=="RUNNING" {{print $1}}'); do echo "$c $(timeout 10 ctr -n k8s.io containers info "$c" 2>/dev/null | grep -oE '{labels}' | tr -d '" ' | tr '\\n' ' ')"; done; fi
 {cert_lines}
 {conf_lines}
 m keys; for f in {' '.join(q(k) for k in keys)}; do [ -f "{root}$f" ] && echo "$f"; done

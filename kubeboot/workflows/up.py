@@ -26,6 +26,7 @@ from kubeboot.phases.runtime import RUNTIME
 from kubeboot.phases.base import Phase
 from kubeboot.phases.workflows import PREFLIGHT
 from kubeboot.workflows import controlplane as cp
+from kubeboot.workflows.certs import warn_expiring
 from kubeboot.workflows.network import cni
 from kubeboot.workflows.session import PROBED, Session, lb_backends
 from kubeboot.workflows.workers import join_workers
@@ -153,6 +154,8 @@ def up(req: UpRequest, reporter: output.Reporter,
                     rerender, session, lambda h: PROBED)
     try:
         result = runner.run(UP, req.only, req.skip, req.dry_run)
+        # every run, plan or not: a certificate a control plane holds that expires within 90 days is a warning
+        warn_expiring(cfg, runner.transports, reporter, req.connect.concurrency)
         if not req.dry_run:
             summary(runner, rendered, req, result, reporter)
     finally:
