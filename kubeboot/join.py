@@ -183,6 +183,15 @@ def _kubelet_config(api: k8s.ApiClient) -> dict[str, Any]:
     return doc
 
 
+def _days(duration: object) -> int | None:
+    """Whole days of a Go duration from kubeadm-config ("1440h0m0s", "8760h"); None when absent or unparseable."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(duration or ""))
+    if not duration or m is None or not any(m.groups()):
+        return None
+    hours = int(m.group(1) or 0) + int(m.group(2) or 0) / 60 + int(m.group(3) or 0) / 3600
+    return max(1, int(hours // 24))
+
+
 def _inventory_for_this_node(cc: dict[str, Any], req: JoinRequest) -> ClusterConfig:
     """The cluster as kubeadm-config describes it, with this node as its only host (for the PKI/render core)."""
     net = cc.get("networking") or {}
@@ -196,7 +205,10 @@ def _inventory_for_this_node(cc: dict[str, Any], req: JoinRequest) -> ClusterCon
             key_algorithm=cc.get("encryptionAlgorithm") or "RSA-2048",
             cert_sans=list((cc.get("apiServer") or {}).get("certSANs") or []),
             image_repository=cc.get("imageRepository"), cluster_name=cc.get("clusterName"),
-            components=objects.components_from_cluster_configuration(cc), source="kubeadm-config")
+            components=objects.components_from_cluster_configuration(cc),
+            # kubeadm join issues this node's certificates for the cluster's certificateValidityPeriod
+            validity_days=_days(cc.get("certificateValidityPeriod")),
+            ca_validity_days=_days(cc.get("caCertificateValidityPeriod")), source="kubeadm-config")
     except ConfigError as exc:
         raise JoinError("the cluster's kubeadm-config cannot be used for this node:\n  " +
                         "\n  ".join(str(p) for p in exc.problems)) from None

@@ -147,13 +147,19 @@ def parse_inventory(raw: object, source: str = "inventory") -> ClusterConfig:
 def single_control_plane(*, name: str, address: str | None, endpoint: str, version: str,
                          networking: Mapping[str, str | None], key_algorithm: str, cert_sans: list[str],
                          image_repository: str | None = None, cluster_name: str | None = None,
-                         components: Mapping[str, Any] | None = None, source: str) -> ClusterConfig:
+                         components: Mapping[str, Any] | None = None, validity_days: int | None = None,
+                         ca_validity_days: int | None = None, source: str) -> ClusterConfig:
     """A validated cluster whose only host is this control plane: what `init` and `join --control-plane` feed
     the PKI and render core on the node (from flags, or from the cluster's kubeadm-config)."""
+    certificates: dict[str, Any] = {"keyAlgorithm": key_algorithm, "apiServerCertSANs": cert_sans}
+    if validity_days is not None:
+        certificates["validityDays"] = validity_days
+    if ca_validity_days is not None:
+        certificates["caValidityDays"] = ca_validity_days
     spec: dict[str, Any] = {
         "kubernetesVersion": version, "controlPlaneEndpoint": endpoint, "loadBalancer": {"mode": "none"},
         "networking": {k: v for k, v in networking.items() if v},
-        "certificates": {"keyAlgorithm": key_algorithm, "apiServerCertSANs": cert_sans},
+        "certificates": certificates,
         "hosts": [{"name": name, "address": address, "roles": ["control-plane"]}],
     }
     if image_repository:
