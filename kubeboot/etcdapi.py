@@ -80,8 +80,10 @@ class EtcdClient:
                 for m in out.get("members", [])]
 
     def health(self, ep: str, timeout: float = 3.0) -> tuple[bool | None, str]:
-        """etcd's /health on one client endpoint: (True, "") healthy, (False, reason) answering but unhealthy
-        (e.g. no leader: quorum lost), (None, reason) not answering."""
+        """etcd's /health on one client endpoint (a linearizable read: true only when the member has a leader and
+        the cluster answers): (True, "") healthy, (False, reason) answering but unhealthy (e.g. "RAFT NO LEADER"),
+        (None, reason) no answer in time — which is also what a member waiting for a lost quorum gives; `status`
+        tells the two apart."""
         try:
             with urllib.request.urlopen(f"{ep}/health", context=self._ctx, timeout=timeout) as resp:
                 body = json.loads(resp.read() or b"{}")
@@ -96,10 +98,11 @@ class EtcdClient:
             return True, ""
         return False, str(body.get("reason") or "unhealthy")
 
-    def is_leader(self, ep: str, timeout: float = 3.0) -> bool:
-        """Maintenance status of one member: whether it is the raft leader."""
+    def status(self, ep: str, timeout: float = 3.0) -> tuple[int, int]:
+        """Maintenance status of one member, answered from its own state (no quorum needed): (its member id, the
+        leader's id; 0 when it knows of no leader)."""
         out = self._call_one(ep, "maintenance/status", {}, timeout)
-        return bool(out.get("leader")) and str(out.get("leader")) == str(out.get("header", {}).get("member_id"))
+        return int(out.get("header", {}).get("member_id") or 0), int(out.get("leader") or 0)
 
     def add_learner(self, peer_url: str) -> tuple[Member, list[Member]]:
         """MemberAdd as learner (kubeadm 1.32+ always); returns the new member and the full list."""

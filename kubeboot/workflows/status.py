@@ -23,7 +23,16 @@ from typing import Any
 
 from kubeboot import state
 from kubeboot.config.model import ClusterConfig, Host, LoadBalancerMode
-from kubeboot.errors import ClusterDegradedError, KubebootError, QuorumLostError, StateError
+from kubeboot.errors import (
+    AuthenticationError,
+    ClusterDegradedError,
+    HostConnectionError,
+    HostKeyError,
+    KubebootError,
+    QuorumLostError,
+    StateError,
+    SudoError,
+)
 from kubeboot.etcdapi import EtcdClient, EtcdError
 from kubeboot.offline import load_inventory
 from kubeboot.plan import status as st
@@ -75,8 +84,10 @@ def read_hosts(hosts: Sequence[Host], transports: Mapping[str, Transport], concu
             res = transports[h.name].run(st.status_script(h.is_control_plane, containers=containers),
                                          display="read status", timeout=60)
             return st.parse_status(res.stdout)
-        except KubebootError as exc:
-            return st.HostReading(error=f"unreachable: {exc.message.splitlines()[0]}")
+        except (HostConnectionError, AuthenticationError, HostKeyError, SudoError) as exc:
+            return st.HostReading(error=f"unreachable: {_reason(h, exc)}")
+        except KubebootError as exc:  # reached, but the read-only script failed
+            return st.HostReading(error=f"cannot read: {_reason(h, exc)}")
         except Exception as exc:  # noqa: BLE001 - one host's failure is its row, never the whole report
             return st.HostReading(error=f"unreachable: {type(exc).__name__}: {exc}")
 
@@ -84,6 +95,10 @@ def read_hosts(hosts: Sequence[Host], transports: Mapping[str, Transport], concu
         return {}
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(hosts)))) as pool:
         return dict(zip((h.name for h in hosts), pool.map(one, hosts)))
+
+
+def _reason(h: Host, exc: KubebootError) -> str:
+    return exc.message.splitlines()[0].removeprefix(f"{h.name}: ")
 
 
 def _etcd_url(h: Host) -> str:
@@ -94,22 +109,27 @@ def _etcd_url(h: Host) -> str:
 def read_etcd(cfg: ClusterConfig, creds: Credentials) -> st.EtcdReading:
     cps = cfg.control_planes
     client = EtcdClient([_etcd_url(h) for h in cps], creds.etcd_ca, creds.etcd_cert, creds.etcd_key)
+    def probe(h: Host) -> tuple[tuple[bool | None, str], bool]:
+        ep = _etcd_url(h)
+        healthy, reason = client.health(ep, PROBE_TIMEOUT)
+        try:
+            me, leader = client.status(ep, PROBE_TIMEOUT)
+        except EtcdError:
+            return (healthy, reason), False
+        if healthy is not True and leader == 0:  # up, but without a leader: the quorum is gone
+            healthy, reason = False, reason if healthy is False else "no leader"
+        elif healthy is None:  # up and has a leader, yet /health did not answer in time
+            healthy, reason = False, f"/health: {reason}"
+        return (healthy, reason), leader != 0 and leader == me
+
     try:
         with ThreadPoolExecutor(max_workers=len(cps)) as pool:
-            health = dict(zip((h.name for h in cps),
-                              pool.map(lambda h: client.health(_etcd_url(h), PROBE_TIMEOUT), cps)))
-
-            def leader(h: Host) -> bool:
-                try:
-                    return health[h.name][0] is not None and client.is_leader(_etcd_url(h), PROBE_TIMEOUT)
-                except EtcdError:
-                    return False
-
-            leaders = dict(zip((h.name for h in cps), pool.map(leader, cps)))
+            probed = dict(zip((h.name for h in cps), pool.map(probe, cps)))
+        health = {name: p[0] for name, p in probed.items()}
+        leaders = {name: p[1] for name, p in probed.items()}
         errors = []
-        for h in sorted(cps, key=lambda h: health[h.name][0] is not True):  # healthy members first
-            if health[h.name][0] is None:
-                continue
+        order = {True: 0, False: 1, None: 2}  # healthy members first; an unanswered /health may still list
+        for h in sorted(cps, key=lambda h: order[health[h.name][0]]):
             try:
                 ms = client.members_via(_etcd_url(h), PROBE_TIMEOUT)
                 members = tuple(st.EtcdMember(m.id, m.name, m.peer_urls, m.learner) for m in ms)

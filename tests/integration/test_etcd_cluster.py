@@ -7,11 +7,13 @@ the first starts alone, each next one is added as a learner, started, then promo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,6 +123,27 @@ class Cluster:
     def healthy(self, host: str) -> bool:
         return self.ctl("endpoint", "health", endpoints=[f"https://{ADDRS[host]}:2379"]).returncode == 0
 
+    def status_view(self) -> dict[str, object]:
+        """What `kubeboot status` learns from etcd (kubeboot.workflows.status.read_etcd with the state directory's
+        credentials, run in the controller namespace as from the workstation): each member's health, the leader,
+        and the member list."""
+        render = self.tmp / "render"
+        code = (
+            "import json, sys\n"
+            "from pathlib import Path\n"
+            "from kubeboot.offline import load_inventory\n"
+            "from kubeboot.workflows.status import credentials, read_etcd\n"
+            "cfg = load_inventory(Path(sys.argv[1]))\n"
+            "r = read_etcd(cfg, credentials(cfg, Path(sys.argv[2])))\n"
+            "print(json.dumps({'health': r.health, 'leaders': sorted(h for h, v in r.leader.items() if v),\n"
+            "                  'members': None if r.members is None else sorted(m.name for m in r.members)}))\n")
+        res = subprocess.run(["ip", "netns", "exec", self.ns["ctl"], sys.executable, "-c", code,
+                              str(render / "inventory.yaml"), str(render / "state")], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        assert res.returncode == 0, res.stderr
+        view: dict[str, object] = json.loads(res.stdout)
+        return view
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.tmp.glob("*.log")))
 
@@ -158,15 +181,29 @@ def test_three_member_etcd_from_rendered_manifests(netns: dict[str, str], tmp_pa
         health = c.ctl("endpoint", "health", "--cluster")
         assert health.returncode == 0 and health.stdout.count("is healthy") == 3, health.stdout + health.stderr
         assert c.ctl("put", "/kubeboot/a", "1").returncode == 0
+        view = c.status_view()  # kubeboot status's questions: three healthy members, one leader
+        assert view["health"] == {h: [True, ""] for h in ADDRS} and len(view["leaders"]) == 1, view  # type: ignore
+        assert view["members"] == list(ADDRS), view
 
         c.stop("cp1")  # one member down: the other two still form a quorum
         wait_for(lambda: c.ctl("put", "/kubeboot/b", "2").returncode == 0, 30, "a write with one member down")
         assert c.ctl("get", "/kubeboot/a", "--print-value-only").stdout.strip() == "1"
+        view = c.status_view()
+        health = view["health"]
+        assert health["cp1"][0] is None and health["cp2"] == health["cp3"] == [True, ""], view  # type: ignore
 
         c.stop("cp2")  # two down: no quorum, writes must be refused
         refused = c.ctl("put", "/kubeboot/c", "3", timeout="2s")
         assert refused.returncode != 0
         assert "deadline exceeded" in refused.stderr or "timed out" in refused.stderr, refused.stderr
+        # the survivor is up but has no leader, and still says who the members are: an answer within seconds
+        t0 = time.monotonic()
+        view = c.status_view()
+        assert time.monotonic() - t0 < 15
+        health = view["health"]
+        assert health["cp1"][0] is None and health["cp2"][0] is None, view  # type: ignore[index]
+        assert health["cp3"][0] is False and health["cp3"][1] in ("RAFT NO LEADER", "no leader"), view  # type: ignore
+        assert view["members"] == list(ADDRS) and view["leaders"] == [], view
     except AssertionError:
         print(c.logs())
         raise
