@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -232,7 +233,14 @@ def phases() -> None:
 
 
 def _connect_options(f: Callable[..., None]) -> Callable[..., None]:
-    """SSH flags of the read-only commands (status, certs check-expiration)."""
+    """SSH flags and -o of the read-only commands (status, certs check-expiration)."""
+    f = click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True, help="text for people; json for scripts (a stable document, see README).")(f)
+    return _ssh_options(f)
+
+
+def _ssh_options(f: Callable[..., None]) -> Callable[..., None]:
+    """How to reach the hosts (every command that connects without being `up`)."""
     opts = [
         click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 256),
                      help="Hosts read at once."),
@@ -243,8 +251,6 @@ def _connect_options(f: Callable[..., None]) -> Callable[..., None]:
                      help="Trust host keys seen for the first time and record them (changed keys are still refused)."),
         click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
                      help="An OpenSSH client config to honour. Default: ~/.ssh/config when it exists."),
-        click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text",
-                     show_default=True, help="text for people; json for scripts (a stable document, see README)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -281,6 +287,41 @@ def status(inventory: Path, state_dir: Path | None, fmt: str, **connect: object)
     err = exit_error(report)
     if err is not None:
         raise err
+
+
+@main.command()
+@_inventory
+@_state_dir
+@click.option("--hosts", default=None, metavar="A,B", help="Reset only these hosts (default: every node).")
+@click.option("--force", is_flag=True, help="Leave etcd even when the remaining members would lose quorum.")
+@click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation after the plan.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@_ssh_options
+def reset(inventory: Path, state_dir: Path | None, hosts: str | None, force: bool, yes: bool, dry_run: bool,
+          **connect: object) -> None:
+    """Undo `up` on hosts, as kubeadm reset does: out of the load balancers, out of etcd (quorum-checked), kubelet
+    stopped, containers, /etc/kubernetes, /var/lib/kubelet, /var/lib/etcd, CNI state and iptables/IPVS rules removed
+    (default policies set to ACCEPT first, so SSH stays up). Packages, containerd and images stay. Plans first."""
+    from kubeboot.workflows.reset import ResetRequest
+    from kubeboot.workflows.reset import reset as do_reset
+
+    req = ResetRequest(inventory, state_dir, tuple(_csv(hosts)), force, True, _connect(**connect))  # type: ignore[arg-type]
+    rep = output.Reporter()
+    planned = do_reset(req, rep)
+    count = sum(len(v) for v in planned.planned.values())
+    if not count:
+        rep.done("no changes: nothing to reset")
+        return
+    if dry_run:
+        rep.done(f"plan: {count} change(s); nothing was changed")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise KubebootError("reset needs a confirmation and there is no terminal to ask",
+                                hint="read the plan above and pass --yes")
+        click.confirm(f"reset: apply these {count} change(s)?", abort=True, err=True)
+    result = do_reset(replace(req, dry_run=False), rep)
+    rep.done(f"{result.changes} change(s) applied")
 
 
 @main.command()

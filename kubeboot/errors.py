@@ -136,3 +136,9 @@ class QuorumLostError(ClusterDegradedError):
     """`status`: no more than half of etcd's voting members are healthy: the cluster cannot write."""
 
     exit_code = 20
+
+
+class QuorumRiskError(KubebootError):
+    """`reset` / `remove-node`: the change would leave etcd without a healthy majority (refused without --force)."""
+
+    exit_code = 21

@@ -22,6 +22,9 @@ SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables", "net.bri
 SERVICES = ("containerd", "kubelet", "nginx", "firewalld", "ufw", "systemd-resolved")
 #: the resolver files the kubelet may hand to pods with dnsPolicy Default (CoreDNS forwards to their nameservers)
 RESOLV_CONFS = (KUBELET_RESOLV_CONF, SYSTEMD_RESOLV_CONF)
+#: the directories whose content makes a host a cluster member (what kubeadm reset empties, plus the CNI's)
+RESET_DIRS = ("/etc/kubernetes", "/var/lib/kubelet", "/var/lib/etcd", "/etc/cni/net.d", "/var/lib/cni",
+              "/run/flannel")
 CA_DIRS = ("/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/ca-certificates", "/usr/share/ca-certificates",
            "/usr/local/share/ca-certificates")
 _MARK = "@@kubeboot "
@@ -70,6 +73,10 @@ class HostFacts:
     homes: Mapping[str, str] = field(default_factory=dict)  # user -> home directory (the users asked about)
     # resolver file that exists -> its nameserver addresses, in order (RESOLV_CONFS and the kubelet's resolvConf)
     nameservers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # what a reset removes, counted: containers (containerd k8s.io), rules (KUBE-/FLANNEL-/CNI- chains in
+    # iptables and ip6tables), links (cni0, flannel.*, kube-ipvs0), mounts (under /var/lib/kubelet), netns (cni-*),
+    # state (entries in the cluster's directories: RESET_DIRS)
+    kube_state: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def systemd_resolved(self) -> bool:
@@ -97,6 +104,7 @@ def gather_script(paths: Iterable[str], users: Iterable[str] = (), resolv_confs:
     dirs = " ".join(CA_DIRS)
     names = " ".join(shlex.quote(u) for u in users)
     resolv = " ".join(shlex.quote(p) for p in dict.fromkeys((*RESOLV_CONFS, *resolv_confs)))
+    reset_dirs = " ".join(RESET_DIRS)
     return f"""export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 m() {{ echo "{_MARK}$1"; }}
 m os-release; cat /etc/os-release 2>/dev/null
@@ -123,6 +131,7 @@ m files; for f in {quoted}; do [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' '
 m homes; for u in {names}; do h=$(getent passwd "$u" | cut -d: -f6) && [ -n "$h" ] && echo "$u $h"; done
 m user-files; for u in {names}; do h=$(getent passwd "$u" | cut -d: -f6) && f="$h/.kube/config" && [ -f "$f" ] && echo "$(sha256sum "$f" | cut -d' ' -f1) $(stat -c '%a %U %G' "$f") $f"; done
 m resolv; for f in {resolv}; do [ -f "$f" ] && echo "$f $(awk '$1=="nameserver" {{printf "%s ", $2}}' "$f" 2>/dev/null)"; done
+m kube-state; if command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then echo "containers $(timeout 30 ctr -n k8s.io containers ls -q 2>/dev/null | wc -l)"; fi; echo "rules $( (iptables-save 2>/dev/null; ip6tables-save 2>/dev/null) | grep -cE '^:(KUBE|FLANNEL|CNI)-')"; echo "links $(ls /sys/class/net 2>/dev/null | grep -cE '^(cni0|flannel\\.|kube-ipvs0)')"; echo "mounts $(grep -c ' /var/lib/kubelet/' /proc/self/mounts)"; echo "netns $(ls /run/netns 2>/dev/null | grep -c '^cni-')"; echo "state $(find {reset_dirs} -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
 m dirs; for d in {dirs}; do [ -d "$d" ] && echo "$d"; done
 m cgroup-fs; stat -fc %T /sys/fs/cgroup 2>/dev/null
 m images; if command -v ctr >/dev/null 2>&1 && [ -S /run/containerd/containerd.sock ]; then timeout 30 ctr -n k8s.io images ls 2>/dev/null | awk 'NR>1 {{print $1, $3}}'; fi
@@ -204,6 +213,7 @@ def parse_facts(output: str) -> HostFacts:
         images=_kv(s.get("images", []), " "),
         cgroup_fs=(s.get("cgroup-fs") or [""])[0].strip(),
         homes=_kv(s.get("homes", []), " "),
+        kube_state={k: int(v) for k, v in _kv(s.get("kube-state", []), " ").items() if v.strip().isdigit()},
         nameservers={path: tuple(rest.split())
                      for path, _, rest in (line.partition(" ") for line in s.get("resolv", []))},
     )

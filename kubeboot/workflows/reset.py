@@ -1,0 +1,183 @@
+"""Shell: `kubeboot reset` — undo `up` on chosen hosts, the way `kubeadm reset` does, without risking the rest.
+
+Read RESET in order: take the hosts' API servers out of every load balancer first (no request is sent to a
+server about to stop), leave etcd while the member still runs (refused when the remaining members would lose
+quorum, unless --force), then on each host stop the kubelet, remove the containers, the cluster's files and the
+network rules. A plan is printed first; the caller confirms before anything changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import kubernetes.client as k8s
+
+from kubeboot import output
+from kubeboot.config.model import ClusterConfig, Host, Role
+from kubeboot.errors import ConfigError, Problem, QuorumRiskError
+from kubeboot.etcdapi import EtcdClient, Member
+from kubeboot.offline import RenderResult, render
+from kubeboot.phases.base import Phase, PhaseContext, RunOptions
+from kubeboot.phases.lb import lb_actions
+from kubeboot.phases.reset import KUBELET_FILES, NODE_RESET
+from kubeboot.render import manifests
+from kubeboot.render.lb import nginx_conf
+from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
+from kubeboot.workflows.session import Session, ready_control_planes
+
+NODE_ROLES = frozenset({Role.CONTROL_PLANE, Role.WORKER})
+
+
+@dataclass(frozen=True)
+class ResetRequest:
+    inventory: Path
+    state_dir: Path | None
+    hosts: Sequence[str] = ()  # empty: every host of the inventory
+    force: bool = False  # leave etcd even when the rest would lose quorum
+    dry_run: bool = False
+    connect: ConnectOptions = ConnectOptions()
+
+
+def chosen(cfg: ClusterConfig, names: Sequence[str]) -> list[Host]:
+    if not names:
+        return [h for h in cfg.hosts if h.is_node]
+    known = {h.name: h for h in cfg.hosts}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError([Problem("--hosts", f"not in the inventory: {', '.join(unknown)} "
+                                              f"(hosts: {', '.join(known)})")], source="flags")
+    return [known[n] for n in names]
+
+
+def _etcd_url(h: Host) -> str:
+    ip = str(h.address)
+    return f"https://[{ip}]:2379" if ":" in ip else f"https://{ip}:2379"
+
+
+def etcd_client(s: Session, via: Sequence[Host]) -> EtcdClient:
+    """An etcd client with the healthcheck-client identity of a control plane, from the state directory."""
+    pki = s.rendered.pki
+    hc = pki.leaves[(s.cfg.first_control_plane.name, "etcd-healthcheck-client")]
+    return EtcdClient([_etcd_url(h) for h in via], pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(), hc.key_pem())
+
+
+def quorum_after(members: Sequence[Member], healthy: Collection[int], leaving: Collection[int]) -> tuple[int, int]:
+    """(healthy voters, voters) once `leaving` is gone: quorum holds when the first is more than half the second."""
+    rest = [m for m in members if not m.learner and m.id not in leaving]
+    return sum(1 for m in rest if m.id in healthy), len(rest)
+
+
+def leave_etcd(s: Session, leaving: Sequence[Host], force: bool) -> None:
+    """Remove the leaving control planes' etcd members (kubeadm reset's remove-etcd-member), one at a time, from
+    a member that stays. Nothing to do when every control plane goes (the whole cluster is reset)."""
+    s.start()
+    cfg = s.cfg
+    names = {h.name for h in leaving}
+    staying = [h for h in cfg.control_planes if h.name not in names]
+    if not any(h.is_control_plane for h in leaving) or not staying:
+        s.done("no etcd member leaves" if staying else "every control plane is reset: no member to leave")
+        return
+    etcd = etcd_client(s, staying)
+    try:
+        members = etcd.members()
+        by_url = {u: m for m in members for u in m.peer_urls}
+        gone = {h.name: by_url[manifests.etcd_peer_url(h)] for h in leaving
+                if h.is_control_plane and manifests.etcd_peer_url(h) in by_url}
+        healthy = {by_url[manifests.etcd_peer_url(h)].id for h in cfg.control_planes
+                   if manifests.etcd_peer_url(h) in by_url and etcd.health(_etcd_url(h))[0]}
+        ok, voters = quorum_after(members, healthy, {m.id for m in gone.values()})
+        if gone and not ok > voters / 2 and not force:
+            raise QuorumRiskError(
+                f"[leave-etcd] removing {', '.join(gone)} would leave {ok} healthy of {voters} voting etcd "
+                f"member(s): no quorum, the cluster would stop accepting writes",
+                hint="bring the stopped control planes back first, then remove one at a time (or pass --force "
+                     "to remove anyway and restore from a snapshot if needed)")
+        for name, m in gone.items():
+            if s.dry_run:
+                s.change(name, f"leave etcd (member {m.id:x}); {ok} healthy of {voters} voting members stay")
+                continue
+            etcd.remove(m.id)
+            s.change(name, f"left etcd (member {m.id:x})")
+    finally:
+        etcd.close()
+    s.done()
+
+
+def take_out_of_load_balancers(s: Session, leaving: Collection[str]) -> None:
+    """Re-render nginx wherever one runs with the leaving control planes dropped, before they stop: the
+    staying control planes whose API server is ready (all staying ones when none is)."""
+    s.start()
+    cfg = s.cfg
+    staying = [h for h in cfg.control_planes if h.name not in leaving]
+    if leaving and staying:
+        backends = ready_control_planes(cfg, staying) or [h.name for h in staying]
+        for h in s.runner.hosts:
+            art = None if h.name in leaving else nginx_conf(cfg, h, backends)
+            if art is not None:
+                ctx = PhaseContext(cfg, {h.name: (art,)}, s.runner.facts, s.runner.options)
+                s.apply(h, lb_actions(ctx, h))
+    s.done()
+
+
+def delete_nodes(s: Session, leaving: Sequence[Host]) -> None:
+    """Delete the reset hosts' Node objects (their kubelets are stopped, so none re-registers): the names are
+    free for a later `up` to join again. Skipped when every control plane was reset (no API is left)."""
+    s.start()
+    cfg = s.cfg
+    names = {h.name for h in leaving}
+    if not [h for h in cfg.control_planes if h.name not in names]:
+        s.done("every control plane is reset: no API server is left")
+        return
+    core = k8s.CoreV1Api(s.admin())
+    existing = {n.metadata.name for n in core.list_node(_request_timeout=10).items if n.metadata}
+    for h in leaving:
+        if h.is_node and h.name in existing:
+            if not s.dry_run:
+                core.delete_node(h.name, _request_timeout=10)
+            s.change(h.name, "delete its Node object")
+    s.done()
+
+
+def only_on(phases: Sequence[Phase], names: Collection[str]) -> tuple[Phase, ...]:
+    """The node phases, planning only for the chosen hosts."""
+    out = []
+    for ph in phases:
+        plan = ph.plan
+        assert plan is not None
+        out.append(Phase(ph.name, ph.summary, (lambda p: lambda ctx, h: p(ctx, h) if h.name in names else [])(plan),
+                         roles=NODE_ROLES))
+    return tuple(out)
+
+
+def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
+    """Plan (dry run) or apply the reset of the chosen hosts."""
+    rendered: RenderResult = render(req.inventory, req.state_dir)
+    cfg = rendered.config
+    leaving = chosen(cfg, req.hosts)
+    names = {h.name for h in leaving}
+    cp_leaving = {h.name for h in leaving if h.is_control_plane}
+    workflow: tuple[Phase, ...] = (
+        Phase("load-balancer", "Take the hosts' API servers out of every load balancer",
+              step=lambda s: take_out_of_load_balancers(s, cp_leaving)),
+        Phase("leave-etcd", "Remove their etcd members while they still run (quorum-checked)",
+              step=lambda s: leave_etcd(s, leaving, req.force)),
+        *only_on(NODE_RESET, names),
+        Phase("delete-node", "Delete their Node objects", step=lambda s: delete_nodes(s, leaving)),
+    )
+    # the chosen hosts, and every host that runs a load balancer the leaving control planes are in
+    lbs = [h for h in cfg.hosts if h.name not in names and nginx_conf(cfg, h) is not None] if cp_leaving else []
+    trace = TraceLog(rendered.state_dir / "trace.log")
+
+    def session(runner: Runner, path: str, dry_run: bool, result: RunResult) -> Session:
+        return Session(runner, rendered, path, dry_run, result)
+
+    runner = Runner(cfg, {}, RunOptions(), req.connect, rep, trace, session=session,
+                    extra_paths=lambda h: ["/root/.kube/config", *KUBELET_FILES,
+                                           "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"])
+    runner.hosts = [h for h in cfg.hosts if h.name in names or h in lbs]
+    try:
+        return runner.run(workflow, (), (), req.dry_run)
+    finally:
+        runner.close()
