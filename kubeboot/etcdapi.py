@@ -113,6 +113,10 @@ class EtcdClient:
                    for x in out.get("members", [])]
         return new, members
 
+    def remove(self, member_id: int) -> None:
+        """MemberRemove (kubeadm reset's remove-etcd-member)."""
+        self._call("cluster/member/remove", {"ID": str(member_id)})
+
     def promote(self, member_id: int) -> None:
         self._call("cluster/member/promote", {"ID": str(member_id)})
 
