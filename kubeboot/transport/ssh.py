@@ -35,6 +35,7 @@ CONNECT_ATTEMPTS = 3
 CHANNEL_TIMEOUT = 30.0  # opening a session on a connection whose host died must fail, not hang for an hour
 KEEPALIVE = 10  # seconds between keepalives, so a silently dead peer is noticed
 UPLOAD_TIMEOUT = 300.0
+CLOSE_TIMEOUT = 5.0  # the best-effort clean-up when a run ends (a healthy host answers in milliseconds)
 
 
 @dataclass(frozen=True)
@@ -291,8 +292,12 @@ class SSHTransport:
     def close(self) -> None:
         if self._conn is not None:
             if self._tmpdir is not None and self._conn.is_connected:
+                transport = self._conn.client.get_transport()
+                if transport is not None:  # a host that stopped answering must not hold up the end of the run
+                    transport.channel_timeout = CLOSE_TIMEOUT
                 try:
-                    self._conn.run(f"rm -rf {shlex.quote(self._tmpdir)}", hide=True, warn=True, timeout=10)
+                    self._conn.run(f"rm -rf {shlex.quote(self._tmpdir)}", hide=True, warn=True,
+                                   timeout=CLOSE_TIMEOUT)
                 except Exception:  # noqa: BLE001 - best effort: the host may be gone
                     pass
             self._conn.close()
