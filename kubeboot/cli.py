@@ -303,23 +303,57 @@ def reset(inventory: Path, state_dir: Path | None, hosts: str | None, force: boo
     stopped, containers, /etc/kubernetes, /var/lib/kubelet, /var/lib/etcd, CNI state and iptables/IPVS rules removed
     (default policies set to ACCEPT first, so SSH stays up). Packages, containerd and images stay. Plans first."""
     from kubeboot.workflows.reset import ResetRequest
+
+    req = ResetRequest(inventory, state_dir, tuple(_csv(hosts)), force=force, dry_run=True,
+                       connect=_connect(**connect))  # type: ignore[arg-type]
+    _reset(req, yes, dry_run, "reset")
+
+
+@main.command("remove-node")
+@click.argument("name")
+@_inventory
+@_state_dir
+@click.option("--drain-timeout", default=300.0, show_default=True, type=click.FloatRange(0.0),
+              help="Seconds the pods get to be evicted (PodDisruptionBudgets respected).")
+@click.option("--force", is_flag=True, help="Remove a control plane even when etcd would lose quorum.")
+@click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation after the plan.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@_ssh_options
+def remove_node(name: str, inventory: Path, state_dir: Path | None, drain_timeout: float, force: bool, yes: bool,
+                dry_run: bool, **connect: object) -> None:
+    """Take NAME out of the cluster: drain it, take its API server out of every load balancer and its member out of
+    etcd (a control plane; refused with exit 21 when quorum would be lost), reset the host, delete its Node. Then
+    remove it from the inventory, or the next `up` joins it again."""
+    from kubeboot.workflows.reset import ResetRequest
+
+    req = ResetRequest(inventory, state_dir, (name,), force=force, dry_run=True, drain_timeout=drain_timeout,
+                       connect=_connect(**connect))  # type: ignore[arg-type]
+    _reset(req, yes, dry_run, "remove-node")
+    if not dry_run:
+        output.result(f"{name} is out of the cluster: remove it from {inventory}, or the next `kubeboot up` joins it "
+                      f"again")
+
+
+def _reset(req: object, yes: bool, dry_run: bool, verb: str) -> None:
+    """Plan, confirm, apply (reset and remove-node)."""
+    from kubeboot.workflows.reset import ResetRequest
     from kubeboot.workflows.reset import reset as do_reset
 
-    req = ResetRequest(inventory, state_dir, tuple(_csv(hosts)), force, True, _connect(**connect))  # type: ignore[arg-type]
+    assert isinstance(req, ResetRequest)
     rep = output.Reporter()
     planned = do_reset(req, rep)
     count = sum(len(v) for v in planned.planned.values())
     if not count:
-        rep.done("no changes: nothing to reset")
+        rep.done(f"no changes: nothing to {verb.replace('-', ' ')}")
         return
     if dry_run:
         rep.done(f"plan: {count} change(s); nothing was changed")
         return
     if not yes:
         if not sys.stdin.isatty():
-            raise KubebootError("reset needs a confirmation and there is no terminal to ask",
+            raise KubebootError(f"{verb} needs a confirmation and there is no terminal to ask",
                                 hint="read the plan above and pass --yes")
-        click.confirm(f"reset: apply these {count} change(s)?", abort=True, err=True)
+        click.confirm(f"{verb}: apply these {count} change(s)?", abort=True, err=True)
     result = do_reset(replace(req, dry_run=False), rep)
     rep.done(f"{result.changes} change(s) applied")
 

@@ -8,6 +8,7 @@ network rules. A plan is printed first; the caller confirms before anything chan
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import kubernetes.client as k8s
 
 from kubeboot import output
 from kubeboot.config.model import ClusterConfig, Host, Role
-from kubeboot.errors import ConfigError, Problem, QuorumRiskError
+from kubeboot.errors import ConfigError, Problem, QuorumRiskError, WaitTimeoutError
 from kubeboot.etcdapi import EtcdClient, Member
 from kubeboot.offline import RenderResult, render
 from kubeboot.phases.base import Phase, PhaseContext, RunOptions
@@ -37,6 +38,7 @@ class ResetRequest:
     hosts: Sequence[str] = ()  # empty: every host of the inventory
     force: bool = False  # leave etcd even when the rest would lose quorum
     dry_run: bool = False
+    drain_timeout: float | None = None  # remove-node: drain first, within this many seconds
     connect: ConnectOptions = ConnectOptions()
 
 
@@ -89,11 +91,16 @@ def leave_etcd(s: Session, leaving: Sequence[Host], force: bool) -> None:
                    if manifests.etcd_peer_url(h) in by_url and etcd.health(_etcd_url(h))[0]}
         ok, voters = quorum_after(members, healthy, {m.id for m in gone.values()})
         if gone and not ok > voters / 2 and not force:
+            down = [h.name for h in staying if manifests.etcd_peer_url(h) in by_url
+                    and by_url[manifests.etcd_peer_url(h)].id not in healthy]
+            order = (f"safe order: start {', '.join(down)} again, or remove {'them' if len(down) > 1 else 'it'} "
+                     f"first (`kubeboot remove-node {down[0]}`: a stopped member leaving keeps the quorum of the "
+                     f"healthy ones), then {', '.join(gone)}" if down else
+                     "remove control planes one at a time")
             raise QuorumRiskError(
                 f"[leave-etcd] removing {', '.join(gone)} would leave {ok} healthy of {voters} voting etcd "
                 f"member(s): no quorum, the cluster would stop accepting writes",
-                hint="bring the stopped control planes back first, then remove one at a time (or pass --force "
-                     "to remove anyway and restore from a snapshot if needed)")
+                hint=f"{order}; --force removes anyway (restore from a snapshot if the cluster breaks)")
         for name, m in gone.items():
             if s.dry_run:
                 s.change(name, f"leave etcd (member {m.id:x}); {ok} healthy of {voters} voting members stay")
@@ -140,6 +147,72 @@ def delete_nodes(s: Session, leaving: Sequence[Host]) -> None:
     s.done()
 
 
+def _evictable(pod: k8s.V1Pod) -> bool:
+    """kubectl drain's filter: not a mirror (static) pod, not a DaemonSet's, not finished."""
+    meta = pod.metadata
+    if meta is None or "kubernetes.io/config.mirror" in (meta.annotations or {}):
+        return False
+    if any(o.kind == "DaemonSet" for o in meta.owner_references or []):
+        return False
+    return pod.status is None or pod.status.phase not in ("Succeeded", "Failed")
+
+
+def drain(s: Session, leaving: Sequence[Host], timeout: float) -> None:
+    """kubectl drain, for each host: cordon, then evict its pods through the Eviction API (PodDisruptionBudgets
+    are respected: a refused eviction is retried until the timeout) and wait until they are gone."""
+    s.start()
+    core = k8s.CoreV1Api(s.admin())
+    for h in leaving:
+        if not h.is_node:
+            continue
+        try:
+            node = core.read_node(h.name, _request_timeout=10)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                s.info(h.name, "no Node object: nothing to drain")
+                continue
+            raise
+        pods = [p for p in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={h.name}",
+                                                              _request_timeout=10).items if _evictable(p)]
+        if s.dry_run:
+            if not (node.spec and node.spec.unschedulable):
+                s.change(h.name, "cordon")
+            if pods:
+                s.change(h.name, f"evict {len(pods)} pod(s) (PodDisruptionBudgets respected, {timeout:.0f}s)")
+            continue
+        if not (node.spec and node.spec.unschedulable):
+            core.patch_node(h.name, {"spec": {"unschedulable": True}}, _request_timeout=10)
+            s.change(h.name, "cordoned")
+        deadline = time.monotonic() + timeout
+        left = {(str(p.metadata.namespace), str(p.metadata.name)) for p in pods if p.metadata}
+        while left:
+            blocked = []
+            for ns, name in sorted(left):
+                body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=ns))
+                try:
+                    core.create_namespaced_pod_eviction(name, ns, body, _request_timeout=10)
+                except k8s.ApiException as exc:
+                    if exc.status == 404:
+                        continue
+                    if exc.status != 429:  # 429: a PodDisruptionBudget refuses it for now
+                        raise
+                    blocked.append(f"{ns}/{name}")
+            # gone = deleted (kubectl drain waits for that too), not merely terminated
+            present = {(str(p.metadata.namespace), str(p.metadata.name)) for p in core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={h.name}", _request_timeout=10).items if p.metadata}
+            left &= present
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                why = f" (PodDisruptionBudget: {', '.join(blocked)})" if blocked else ""
+                raise WaitTimeoutError(
+                    f"{h.name} [drain]: {len(left)} pod(s) still on the node after {timeout:.0f}s{why}",
+                    hint="check the PodDisruptionBudgets (kubectl get pdb -A), then run again; nothing was removed")
+            time.sleep(1.0)
+        s.change(h.name, f"drained ({len(pods)} pod(s) evicted)")
+    s.done()
+
+
 def only_on(phases: Sequence[Phase], names: Collection[str]) -> tuple[Phase, ...]:
     """The node phases, planning only for the chosen hosts."""
     out = []
@@ -158,7 +231,13 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
     leaving = chosen(cfg, req.hosts)
     names = {h.name for h in leaving}
     cp_leaving = {h.name for h in leaving if h.is_control_plane}
+    drained: tuple[Phase, ...] = ()
+    if req.drain_timeout is not None:
+        timeout = req.drain_timeout
+        drained = (Phase("drain", "Cordon, then evict the pods (PodDisruptionBudgets respected)",
+                         step=lambda s: drain(s, leaving, timeout)),)
     workflow: tuple[Phase, ...] = (
+        *drained,
         Phase("load-balancer", "Take the hosts' API servers out of every load balancer",
               step=lambda s: take_out_of_load_balancers(s, cp_leaving)),
         Phase("leave-etcd", "Remove their etcd members while they still run (quorum-checked)",
@@ -167,6 +246,10 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
         Phase("delete-node", "Delete their Node objects", step=lambda s: delete_nodes(s, leaving)),
     )
     # the chosen hosts, and every host that runs a load balancer the leaving control planes are in
+    if req.drain_timeout is not None and cp_leaving and not [h for h in cfg.control_planes if h.name not in names]:
+        raise QuorumRiskError(f"{', '.join(sorted(cp_leaving))} is the cluster's last control plane: removing it "
+                              f"would destroy the cluster",
+                              hint="to tear the whole cluster down, run `kubeboot reset`")
     lbs = [h for h in cfg.hosts if h.name not in names and nginx_conf(cfg, h) is not None] if cp_leaving else []
     trace = TraceLog(rendered.state_dir / "trace.log")
 
