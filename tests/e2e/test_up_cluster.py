@@ -46,17 +46,15 @@ def ha_inventory(lab: SystemdLab, path: Path, sources: str, images: Path, worker
                           kubectl={"users": ["kbuser"]}, **spec)
 
 
-@pytest.fixture(scope="module")
-def ha(systemd_lab: SystemdLab, apt_repo: AptRepo, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+def build_ha(lab: SystemdLab, apt_repo: AptRepo, d: Path, workers: tuple[str, ...] = WORKERS, **spec: Any) -> Cluster:
+    """`kubeboot up` of the recipe's cluster (h1 LB, h2-h4 control planes, the workers) and the admin kubeconfig."""
     images = images_dir()
     kubectl = ref_bin("kubectl")
     if images is None or kubectl is None:
         pytest.skip("no locally built images or kubectl: tests/setup.sh builds them")
-    lab = systemd_lab
     for h in lab.hosts:
         use_as_mirror(lab, h.name, apt_repo.server)
-    d = tmp_path_factory.mktemp("ha")
-    inv = ha_inventory(lab, d / "cluster.yaml", apt_repo.sources_line, images)
+    inv = ha_inventory(lab, d / "cluster.yaml", apt_repo.sources_line, images, workers=workers, **spec)
     c = Cluster(lab, inv, images, d / "admin.conf", kubectl)
     c.first_up = c.kb("up", netns=True)
     (d / "up.log").write_text(c.first_up.stdout + c.first_up.stderr)
@@ -64,6 +62,11 @@ def ha(systemd_lab: SystemdLab, apt_repo: AptRepo, tmp_path_factory: pytest.Temp
     got = c.kb("kubeconfig", "-i", str(inv), "-o", str(c.admin))
     assert got.returncode == 0, got.stderr
     return c
+
+
+@pytest.fixture(scope="module")
+def ha(systemd_lab: SystemdLab, apt_repo: AptRepo, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    return build_ha(systemd_lab, apt_repo, tmp_path_factory.mktemp("ha"))
 
 
 def sources(c: Cluster) -> str:

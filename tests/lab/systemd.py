@@ -64,15 +64,17 @@ NETNS_PREFIX = "kbs-"
 LAUNCHER = Path(__file__).with_name("_nspawn_launch.py")
 NSPAWN = "systemd-nspawn"
 NSPAWN_RUN_DIR = Path("/run/systemd/nspawn")
-#: Where a CRI's tasks live: killed before poweroff, else each pod scope waits out its 90 s stop
-#: timeout (pods' PID 1 often ignores SIGTERM; kubelet-in-systemd-hosts.md §3g).
-PREPARE_POWEROFF = (
+#: A node's workloads stop, the host stays up: the kubelet is stopped and every CRI task killed (static pods
+#: included; nothing restarts them until the kubelet starts again).  Also run before poweroff, else each pod scope
+#: waits out its 90 s stop timeout (pods' PID 1 often ignores SIGTERM; kubelet-in-systemd-hosts.md §3g).
+STOP_KUBELET_AND_PODS = (
     "systemctl stop kubelet.service 2>/dev/null; "
     "if command -v ctr >/dev/null 2>&1 && systemctl -q is-active containerd.service; then "
     "for ns in $(ctr namespaces ls -q 2>/dev/null); do "
     "for t in $(ctr -n \"$ns\" tasks ls -q 2>/dev/null); do ctr -n \"$ns\" tasks kill -s KILL \"$t\" 2>/dev/null; "
-    "done; done; fi; systemctl poweroff --no-block"
+    "done; done; fi"
 )
+PREPARE_POWEROFF = STOP_KUBELET_AND_PODS + "; systemctl poweroff --no-block"
 #: ``systemctl show`` properties :meth:`SystemdLab.unit_state` returns.
 UNIT_PROPERTIES = ("ActiveState", "SubState", "MainPID", "ActiveEnterTimestamp", "NRestarts")
 
@@ -490,6 +492,11 @@ class SystemdLab(LabClient):
     def stop_unit(self, host: str | int | BaseHost, unit: str) -> None:
         """``systemctl stop`` (returns once the unit is stopped)."""
         self.run_in(host, ["systemctl", "stop", "--", unit])
+
+    def stop_kubelet_and_pods(self, host: str | int | BaseHost) -> None:
+        """Stop the kubelet and kill every CRI task (a control plane's static pods with them); SSH, containerd and
+        the rest of the host keep running.  ``start_unit(host, "kubelet")`` brings the pods back."""
+        self.run_in(host, ["sh", "-c", STOP_KUBELET_AND_PODS])
 
     def kill_main_pid(self, host: str | int | BaseHost, unit: str, sig: int = signal.SIGKILL) -> int:
         """Kill the unit's main process with ``sig`` from inside the host, as a crash or the OOM killer

@@ -1,0 +1,237 @@
+"""Day two on a real cluster: `kubeboot status` (healthy, one control plane down, etcd quorum lost, recovery) and
+`kubeboot certs check-expiration`, and the warning every `up` prints about certificates that expire soon.
+
+One module-scoped cluster built like tests/e2e/test_up_cluster.py's (h1 load balancer, h2-h4 control planes, h5 a
+worker), with certificates issued for 60 days (`spec.certificates.validityDays`): real certificates with a short
+life, so `up` has something to warn about and check-expiration's dates are checked against the files on the hosts.
+Tests run in file order and build on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from tests.e2e.conftest import proxy_only_ssh_config
+from tests.e2e.nodes import Cluster
+from tests.e2e.test_up_cluster import CPS, LB, build_ha
+from tests.lab.aptrepo import AptRepo, apt_repo  # noqa: F401 (fixture)
+from tests.lab.common import wait_until
+from tests.lab.systemd import SystemdLab
+
+pytestmark = [pytest.mark.systemd_lab(hosts=5)]
+
+WORKER = "h5"
+VALIDITY_DAYS = 60
+DEGRADED, QUORUM_LOST = 19, 20
+
+
+@pytest.fixture(scope="module")
+def cluster(systemd_lab: SystemdLab, apt_repo: AptRepo, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    return build_ha(systemd_lab, apt_repo, tmp_path_factory.mktemp("day2"), workers=(WORKER,),
+                    certificates={"validityDays": VALIDITY_DAYS})
+
+
+def kb(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """A read-only kubeboot command from the workstation (inside the lab's controller namespace)."""
+    return c.kb(*args, "-i", str(c.inv), "--known-hosts", str(c.lab.known_hosts),
+                "--ssh-config", str(proxy_only_ssh_config(c.lab)), netns=True)
+
+
+def status(c: Cluster) -> tuple[int, dict[str, Any], float]:
+    t0 = time.monotonic()
+    res = kb(c, "status", "-o", "json")
+    took = time.monotonic() - t0
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "PRIVATE KEY" not in res.stdout + res.stderr
+    return res.returncode, json.loads(res.stdout), took
+
+
+def hosts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {h["name"]: h for h in doc["hosts"]}
+
+
+def test_up_warns_about_certificates_expiring_within_90_days(cluster: Cluster) -> None:
+    assert cluster.first_up is not None
+    warnings = [ln for ln in cluster.first_up.stderr.splitlines() if ln.startswith("[certs] ") and "WARNING" in ln]
+    assert {ln.split()[1].rstrip(":") for ln in warnings} == set(CPS), warnings
+    first = next(ln for ln in warnings if ln.startswith(f"[certs] {CPS[0]}:"))
+    assert f"expire within 90 days, the first in {VALIDITY_DAYS - 1}d" in first, first
+    assert "admin.conf" in first and "apiserver" in first and "etcd-ca" not in first, first
+
+
+def test_status_of_a_healthy_cluster(cluster: Cluster) -> None:
+    marker = "/run/kubeboot-status-marker"
+    for h in (LB, *CPS, WORKER):
+        cluster.sh(h, f"touch {marker}")
+    code, doc, took = wait_until("status healthy", lambda: (r := status(cluster))[0] == 0 and r, timeout=60,
+                                 interval=2)
+    assert doc["kind"] == "ClusterStatus" and doc["cluster"]["state"] == "healthy"
+    assert doc["cluster"]["quorum"] == {"votingMembers": 3, "healthy": 3, "ok": True}
+    assert doc["cluster"]["apiServerAnswered"] is True
+    by = hosts(doc)
+    assert list(by) == [LB, *CPS, WORKER]
+    assert all(h["reachable"] and h["problems"] == [] for h in by.values())
+    leaders = 0
+    for cp in CPS:
+        row = by[cp]
+        assert row["services"] == {"containerd": "active", "kubelet": "active"}
+        assert row["apiServerReady"] is True
+        for comp in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+            pod = row["staticPods"][comp]
+            assert pod["running"] is True and pod["mirrorPod"]["phase"] == "Running", (cp, comp, pod)
+        assert row["etcd"]["member"] == "voter" and row["etcd"]["health"] == "healthy", row["etcd"]
+        leaders += row["etcd"]["leader"]
+    assert leaders == 1
+    assert by[CPS[0]]["earliestCertificate"]["residual"] == f"{VALIDITY_DAYS - 1}d"
+    backends = by[LB]["loadBalancer"]["backends"]
+    assert [(b["host"], b["up"]) for b in backends] == [(cp, True) for cp in CPS]
+    assert by[LB]["services"] == {"nginx": "active"}
+    assert by[WORKER]["services"] == {"containerd": "active", "kubelet": "active"}
+    assert by[WORKER]["earliestCertificate"]["name"] == "ca"
+    # the text view says the same; nothing was written on any host (/etc), no key reached the trace log
+    text = kb(cluster, "status")
+    assert text.returncode == 0, text.stderr
+    assert "cluster nodes: healthy (etcd quorum ok: 3 of 3 voting members healthy" in text.stdout, text.stdout
+    for h in (LB, *CPS, WORKER):
+        assert cluster.sh(h, f"find /etc -newer {marker} -print; rm -f {marker}").strip() == "", h
+    trace = (cluster.inv.parent / ".kubeboot" / "nodes" / "trace.log").read_text()
+    assert "read status" in trace and "PRIVATE KEY" not in trace and "client-key-data" not in trace
+    assert took < 30, took
+
+
+def test_one_control_plane_down_is_degraded(cluster: Cluster) -> None:
+    down = CPS[0]
+    cluster.lab.stop_kubelet_and_pods(down)
+    code, doc, took = status(cluster)
+    assert code == DEGRADED, doc
+    assert doc["cluster"]["state"] == "degraded"
+    assert doc["cluster"]["quorum"] == {"votingMembers": 3, "healthy": 2, "ok": True}
+    row = hosts(doc)[down]
+    assert row["reachable"] and row["services"] == {"containerd": "active", "kubelet": "inactive"}
+    assert {c: p["running"] for c, p in row["staticPods"].items()} == {
+        "etcd": False, "kube-apiserver": False, "kube-controller-manager": False, "kube-scheduler": False}
+    assert row["etcd"]["member"] == "voter" and row["etcd"]["health"] == "unreachable"
+    assert row["apiServerReady"] is False
+    assert row["problems"][:2] == ["kubelet inactive", "etcd not running"], row["problems"]
+    assert [(b["host"], b["up"]) for b in hosts(doc)[LB]["loadBalancer"]["backends"]] == [
+        (CPS[0], False), (CPS[1], True), (CPS[2], True)]
+    assert all(hosts(doc)[h]["problems"] == [] for h in (*CPS[1:], WORKER))
+    assert took < 30, took
+    text = kb(cluster, "status")
+    assert text.returncode == DEGRADED and f"{down}: kubelet inactive" in text.stdout, text.stdout
+    assert "error: cluster degraded: 2 host(s) with problems: h1, h2" in text.stderr, text.stderr
+
+
+def test_two_control_planes_down_is_quorum_lost(cluster: Cluster) -> None:
+    cluster.lab.stop_kubelet_and_pods(CPS[1])
+    # the survivor notices it has no leader within an election timeout
+    code, doc, took = wait_until("quorum lost reported", lambda: (r := status(cluster))[0] == QUORUM_LOST and r,
+                                 timeout=30, interval=1)
+    assert doc["cluster"]["state"] == "quorum-lost"
+    assert doc["cluster"]["quorum"] == {"votingMembers": 3, "healthy": 0, "ok": False}
+    survivor = hosts(doc)[CPS[2]]
+    assert survivor["staticPods"]["etcd"]["running"] is True
+    assert survivor["etcd"]["health"] == "unhealthy", survivor["etcd"]
+    assert took < 30, took  # an answer, not a hang, with every API server unable to serve
+
+
+def test_control_planes_started_again_are_healthy(cluster: Cluster) -> None:
+    for h in CPS[:2]:
+        cluster.lab.start_unit(h, "kubelet")
+    code, doc, _took = wait_until("status healthy again", lambda: (r := status(cluster))[0] == 0 and r,
+                                  timeout=240, interval=3)
+    assert doc["cluster"]["quorum"] == {"votingMembers": 3, "healthy": 3, "ok": True}
+
+
+def test_an_unreachable_host_is_a_row(cluster: Cluster) -> None:
+    cluster.lab.stop_sshd(WORKER, drop_sessions=True)
+    try:
+        code, doc, took = status(cluster)
+    finally:
+        cluster.lab.start_sshd(WORKER)
+    assert code == DEGRADED and doc["cluster"]["quorum"]["ok"] is True
+    row = hosts(doc)[WORKER]
+    assert row["reachable"] is False and row["error"].startswith("unreachable: "), row
+    assert row["problems"] == [row["error"]]
+    assert all(h["problems"] == [] for name, h in hosts(doc).items() if name != WORKER)
+    assert took < 60, took  # the transport's three SSH connection attempts (the lab's ProxyCommand), not a hang
+
+
+def _on_host(c: Cluster, host: str, item: dict[str, Any]) -> datetime | None:
+    """The certificate's notAfter read straight from the host's disk (not through kubeboot)."""
+    root = c.lab.host(host).rootfs
+    name = item["name"]
+    if name.endswith(".conf"):
+        path = root / "etc/kubernetes" / name
+        if not path.exists():
+            return None
+        pem = __import__("base64").b64decode(yaml.safe_load(path.read_text())["users"][0]["user"]
+                                             ["client-certificate-data"])
+    else:
+        base = {"etcd-healthcheck-client": "etcd/healthcheck-client", "etcd-peer": "etcd/peer",
+                "etcd-server": "etcd/server", "etcd-ca": "etcd/ca"}.get(name, name)
+        path = root / "etc/kubernetes/pki" / f"{base}.crt"
+        if not path.exists():
+            return None
+        pem = path.read_bytes()
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+
+
+def test_certs_check_expiration_dates(cluster: Cluster) -> None:
+    res = kb(cluster, "certs", "check-expiration", "-o", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [cp["name"] for cp in doc["controlPlanes"]] == list(CPS)
+    for cp in doc["controlPlanes"]:
+        clock = datetime.fromisoformat(cp["hostClock"].replace("Z", "+00:00"))
+        assert abs(clock - datetime.now(timezone.utc)) < timedelta(minutes=2)
+        names = [r["name"] for r in cp["certificates"]]
+        assert names == ["admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
+                         "controller-manager.conf", "etcd-healthcheck-client", "etcd-peer", "etcd-server",
+                         "front-proxy-client", "scheduler.conf", "super-admin.conf"]
+        for r in (*cp["certificates"], *cp["certificateAuthorities"]):
+            want = _on_host(cluster, cp["name"], r)
+            if want is None:
+                assert r["expires"] is None and r["problem"] == "missing", (cp["name"], r)
+                continue
+            assert r["expires"] == want.strftime("%Y-%m-%dT%H:%M:%SZ"), (cp["name"], r)
+            assert abs(r["residualSeconds"] - (want - clock).total_seconds()) <= 1, (cp["name"], r)
+            assert r["externallyManaged"] is False
+        cas = {r["name"]: r["residual"] for r in cp["certificateAuthorities"]}
+        assert cas == {"ca": "9y", "etcd-ca": "9y", "front-proxy-ca": "9y"}
+        leaves = {r["name"]: r.get("residual") for r in cp["certificates"]}
+        assert set(leaves.values()) <= {f"{VALIDITY_DAYS - 1}d", None}, (cp["name"], leaves)
+    # super-admin.conf exists on the first control plane only, as kubeadm writes it
+    missing = {cp["name"] for cp in doc["controlPlanes"] for r in cp["certificates"] if r["expires"] is None}
+    assert missing == set(CPS[1:])
+    # kubeadm's table; a CA whose key is not on the host is externally managed (and what it signed)
+    key = "/etc/kubernetes/pki/front-proxy-ca.key"
+    cluster.sh(CPS[2], f"mv {key} {key}.away")
+    try:
+        text = kb(cluster, "certs", "check-expiration")
+    finally:
+        cluster.sh(CPS[2], f"mv {key}.away {key}")
+    assert text.returncode == 0, text.stderr
+    blocks = text.stdout.split("[check-expiration] ")[1:]
+    assert [b.split()[0] for b in blocks] == list(CPS)
+    first = blocks[0].splitlines()
+    assert first[1].split() == ["CERTIFICATE", "EXPIRES", "RESIDUAL", "TIME", "CERTIFICATE", "AUTHORITY",
+                                "EXTERNALLY", "MANAGED"]
+    apiserver = next(ln for ln in first if ln.startswith("apiserver "))
+    want = _on_host(cluster, CPS[0], {"name": "apiserver"})
+    assert want is not None and want.strftime("%b %d, %Y %H:%M UTC") in apiserver
+    assert apiserver.split()[-3:] == [f"{VALIDITY_DAYS - 1}d", "ca", "no"], apiserver
+    assert any(ln.startswith("!MISSING! super-admin.conf") for ln in blocks[1].splitlines())
+    third = blocks[2].splitlines()
+    assert next(ln for ln in third if ln.startswith("front-proxy-client ")).split()[-1] == "yes"
+    assert next(ln for ln in third if ln.startswith("front-proxy-ca ")).split()[-1] == "yes"
+    assert next(ln for ln in third if ln.startswith("apiserver ")).split()[-1] == "no"
