@@ -267,7 +267,7 @@ def verdict(cfg: ClusterConfig, readings: Mapping[str, HostReading], etcd: EtcdR
             if members is not None and member is None:
                 problems.append("etcd: not a member of the cluster")
             if not healthy:
-                problems.append(f"etcd {etcd_row['health']}" + (f": {reason}" if reason else ""))
+                problems.append(f"etcd member {etcd_row['health']}" + (f": {reason}" if reason else ""))
             if not ready.get(h.name):
                 problems.append("API server not ready")
             cert_rows, ca_rows = expiry.check(r.certs, r.keys)

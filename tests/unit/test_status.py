@@ -238,7 +238,7 @@ def test_one_control_plane_down_is_degraded(cluster, now) -> None:  # type: igno
     cp1 = rep.hosts[1]
     assert cp1.problems == ("kubelet inactive", "etcd not running", "kube-apiserver not running",
                             "kube-controller-manager not running", "kube-scheduler not running",
-                            "etcd unreachable: connection refused", "API server not ready")
+                            "etcd member unreachable: connection refused", "API server not ready")
     assert rep.hosts[0].problems == ("LB backend cp1 (10.0.0.11:6443) down",)
     summary = next(line for line in st.render_text(rep) if line.startswith("cluster demo:"))
     assert not rep.api_answered and "the API server did not answer" in summary
@@ -254,7 +254,7 @@ def test_two_down_is_quorum_lost_and_an_unreachable_host_is_a_row(cluster, now) 
     rep = st.verdict(CFG, readings, etcd, {"cp3": False}, None, now)
     assert rep.state is st.ClusterState.QUORUM_LOST and rep.quorum == st.Quorum(3, 0)
     assert rep.hosts[1].problems == ("unreachable: connection refused",) and not rep.hosts[1].reachable
-    assert "etcd unhealthy: RAFT NO LEADER" in rep.hosts[3].problems
+    assert "etcd member unhealthy: RAFT NO LEADER" in rep.hosts[3].problems
     assert "etcd quorum LOST: 0 of 3" in "\n".join(st.render_text(rep))
     # no member answered at all: the inventory's control planes count
     rep2 = st.verdict(CFG, readings, st.EtcdReading(None, "no member answered"), {}, None, now)
