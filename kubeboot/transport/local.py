@@ -56,5 +56,10 @@ class LocalTransport:
             res = self.run(f"base64 {shlex.quote(path)}", display=f"read {path}")
             return base64.b64decode(res.stdout)
 
+    def get_file(self, path: str, local: str) -> None:
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        self.run(f"cat {shlex.quote(path)} > {shlex.quote(local)}", display=f"copy {path} to {local}")
+
     def close(self) -> None:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import shlex
 import socket
 import time
@@ -288,6 +289,31 @@ class SSHTransport:
         if res.stdout.strip() == "__KUBEBOOT_ABSENT__":
             return None
         return base64.b64decode(res.stdout)
+
+    def get_file(self, path: str, local: str) -> None:
+        """Stream a root-readable file to the workstation: root copies it into the login user's 0700 upload dir
+        (owned by that user), the login user `cat`s it over one exec channel, raw bytes, written as they come."""
+        tmp = f"{self._upload_dir()}/download-file"
+        self._trace(f"{self.name}: get {path} to {local}")
+        self.run(f"install -m 0600 -o {shlex.quote(self.target.user)} {shlex.quote(path)} {shlex.quote(tmp)}",
+                 display=f"stage {path} for download")
+        transport = self._connection().client.get_transport()
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with self._mapped_errors(f"the download of {path}", UPLOAD_TIMEOUT), os.fdopen(fd, "wb") as out:
+            if transport is None:
+                raise OSError("no SSH transport")
+            chan = transport.open_session(timeout=CHANNEL_TIMEOUT)
+            try:
+                chan.settimeout(UPLOAD_TIMEOUT)
+                chan.exec_command(f"cat {shlex.quote(tmp)} && rm -f {shlex.quote(tmp)}")
+                for chunk in iter(lambda: chan.recv(1 << 20), b""):
+                    out.write(chunk)
+                status = chan.recv_exit_status()
+                err = chan.recv_stderr(4096).decode(errors="replace") if chan.recv_stderr_ready() else ""
+            finally:
+                chan.close()
+        if status != 0:
+            raise RemoteCommandError(f"{self.name}: download of {path} failed: {err.strip() or f'exit {status}'}")
 
     def close(self) -> None:
         if self._conn is not None:
