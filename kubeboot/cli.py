@@ -358,6 +358,68 @@ def _reset(req: object, yes: bool, dry_run: bool, verb: str) -> None:
     rep.done(f"{result.changes} change(s) applied")
 
 
+@main.group()
+def etcd() -> None:
+    """The cluster's etcd (stacked on the control planes)."""
+
+
+@etcd.group()
+def snapshot() -> None:
+    """Save etcd to this workstation; restore every member from such a file."""
+
+
+@snapshot.command("save")
+@_inventory
+@_state_dir
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the snapshot here (and FILE.json beside it). Default: <state dir>/snapshots/<cluster>-<time>.db")
+@_ssh_options
+def etcd_snapshot_save(inventory: Path, state_dir: Path | None, out: Path | None, **connect: object) -> None:
+    """`etcdctl snapshot save` on a healthy member, streamed over SSH to FILE (0600: it holds the Secrets), with
+    FILE.json recording the etcd version, cluster ID, members, revision, cluster, time and sha256."""
+    from kubeboot.workflows.etcd import SaveRequest, save
+
+    rep = output.Reporter()
+    dest, meta = save(SaveRequest(inventory, state_dir, out, _connect(**connect)), rep)  # type: ignore[arg-type]
+    rep.done(f"snapshot {dest}: revision {meta.revision}, {meta.size} bytes, sha256 {meta.sha256[:16]}...")
+
+
+@snapshot.command("restore")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@_inventory
+@_state_dir
+@click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation after the plan.")
+@click.option("--dry-run", is_flag=True, help="Check the file, print the plan and stop.")
+@click.option("--wait-timeout", default=240.0, show_default=True, type=click.FloatRange(1.0),
+              help="Seconds the static pods get to stop, and the restored members and API servers to be healthy.")
+@_ssh_options
+def etcd_snapshot_restore(file: Path, inventory: Path, state_dir: Path | None, yes: bool, dry_run: bool,
+                          wait_timeout: float, **connect: object) -> None:
+    """Put every etcd member back to FILE: check it (sha256, etcd's hash, this cluster's CA), upload it, stop the
+    control planes' static pods, restore each member's data dir (old one kept as /var/lib/etcd.before-restore-TIME),
+    start them, wait until etcd and every API server are healthy. Everything written after the snapshot is lost."""
+    from datetime import datetime, timezone
+
+    from kubeboot.workflows.etcd import RestoreRequest
+    from kubeboot.workflows.etcd import restore as do_restore
+
+    req = RestoreRequest(inventory, state_dir, file, True, wait_timeout, _connect(**connect),  # type: ignore[arg-type]
+                         datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    rep = output.Reporter()
+    planned = do_restore(req, rep)
+    count = sum(len(v) for v in planned.planned.values())
+    if dry_run:
+        rep.done(f"plan: {count} change(s); nothing was changed")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise KubebootError("restore needs a confirmation and there is no terminal to ask",
+                                hint="read the plan above and pass --yes")
+        click.confirm(f"restore: stop the control planes and replace etcd's data with {file}?", abort=True, err=True)
+    result = do_restore(replace(req, dry_run=False), rep)
+    rep.done(f"etcd restored from {file} ({result.changes} change(s))")
+
+
 @main.command()
 @_inventory
 @_state_dir
@@ -484,6 +546,28 @@ def certs_check_expiration(inventory: Path, state_dir: Path | None, fmt: str, **
     failed = [f"{r.host.name}: {r.error}" for r in rows if r.error is not None]
     if failed:
         raise HostConnectionError(f"{len(failed)} control plane(s) could not be read:\n  " + "\n  ".join(failed))
+
+
+@certs.command("renew")
+@click.argument("names", nargs=-1, required=True)
+@_inventory
+@_state_dir
+@click.option("--dry-run", is_flag=True, help="Print what would be renewed and restarted; change nothing.")
+@click.option("--wait-timeout", default=240.0, show_default=True, type=click.FloatRange(1.0),
+              help="Seconds each restarted component gets to come back.")
+@_ssh_options
+def certs_renew(names: tuple[str, ...], inventory: Path, state_dir: Path | None, dry_run: bool, wait_timeout: float,
+                **connect: object) -> None:
+    """Renew `all` or the NAMEd certificates (kubeadm's names: apiserver, etcd-server, admin.conf, ...) from the
+    existing CAs on every control plane, one at a time: its API server leaves the load balancer while it restarts,
+    exactly the static pods that read a renewed file are restarted, and it rejoins once ready."""
+    from kubeboot.workflows.renew import RenewRequest, renew
+
+    rep = output.Reporter()
+    result = renew(RenewRequest(inventory, state_dir, names, dry_run, _connect(**connect),  # type: ignore[arg-type]
+                                wait_timeout), rep)
+    planned = sum(len(v) for v in result.planned.values())
+    rep.done(f"plan: {planned} change(s); nothing was changed" if dry_run else f"{result.changes} change(s) applied")
 
 
 @certs.command("certificate-key")

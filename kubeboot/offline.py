@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,13 +47,18 @@ class RenderResult:
 
 
 def render(inventory: Path, state_dir: Path | None, now: datetime | None = None,
-           keygen: KeyGen = generate_key) -> RenderResult:
-    """Decide every host's files; persist new key material to the state directory."""
+           keygen: KeyGen = generate_key, renew: Callable[[ClusterConfig], Collection[str]] | None = None
+           ) -> RenderResult:
+    """Decide every host's files; persist new key material to the state directory. `renew` names state entries
+    (e.g. ``hosts/cp1/pki/apiserver``) to issue anew from the existing CAs (`kubeboot certs renew`)."""
     t0 = time.perf_counter()
     cfg = load_inventory(inventory)
     root = state_dir or state.default_state_dir(inventory, cfg.name)
     now = now or datetime.now(timezone.utc)
     stored = state.read_state(root)
+    if renew is not None:
+        again = set(renew(cfg))
+        stored = {rel: data for rel, data in stored.items() if rel.rsplit(".", 1)[0] not in again}
     key_seconds = 0.0
 
     def timed_keygen(alg: KeyAlgorithm) -> PrivateKey:
@@ -66,7 +72,7 @@ def render(inventory: Path, state_dir: Path | None, now: datetime | None = None,
     token, token_created = state.plan_token(stored, now)
     hosts = render_cluster(cfg, pki, token)
     new_state = {**stored, **pki.to_stored(), **state.token_entry(token)}
-    written = state.write_state(root, new_state, stored)
+    written = state.write_state(root, new_state, state.read_state(root) if renew is not None else stored)
     return RenderResult(cfg, hosts, pki, token, changes, token_created, root, written, key_seconds, time.perf_counter() - t0)
 
 
