@@ -5,7 +5,8 @@ Exit codes are part of the CLI contract (documented in README.md):
   7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo, 12 endpoint unreachable (join),
   13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or expired, 16 wrong certificate key,
   17 not an image archive, 18 a component did not become healthy in time (--wait-timeout),
-  19 status: cluster degraded, 20 status: etcd quorum lost.
+  19 status: cluster degraded, 20 status: etcd quorum lost, 21 reset/remove-node: quorum at risk,
+  22 etcd snapshot file corrupt, 23 etcd snapshot of another cluster.
 """
 
 from __future__ import annotations
@@ -142,3 +143,17 @@ class QuorumRiskError(KubebootError):
     """`reset` / `remove-node`: the change would leave etcd without a healthy majority (refused without --force)."""
 
     exit_code = 21
+
+
+class SnapshotCorruptError(KubebootError):
+    """`etcd snapshot restore`: the file does not match the sha256 its metadata records, etcd's own hash at its end
+    fails, or the metadata is unreadable. Checked on the workstation before anything is touched."""
+
+    exit_code = 22
+
+
+class SnapshotMismatchError(KubebootError):
+    """`etcd snapshot restore`: the snapshot was taken from another cluster (its cluster CA differs from the state
+    directory's): its Secrets and tokens would not fit this cluster's keys. Nothing is touched."""
+
+    exit_code = 23

@@ -27,6 +27,7 @@ from kubeboot.phases.base import Phase
 from kubeboot.phases.workflows import PREFLIGHT
 from kubeboot.workflows import controlplane as cp
 from kubeboot.workflows.certs import warn_expiring
+from kubeboot.workflows.etcd import snapshot_before_etcd_changes
 from kubeboot.workflows.network import cni
 from kubeboot.workflows.session import PROBED, Session, lb_backends
 from kubeboot.workflows.workers import join_workers
@@ -59,8 +60,12 @@ JOIN_WORKERS = Phase("join-workers", "Workers in parallel: token discovery, TLS 
 CNI = Phase("cni", "The pod network (flannel by default) and the user's manifests; nodes become Ready",
             step=lambda s: cni(s, s.inventory))
 
-UP: tuple[Phase, ...] = (PREFLIGHT, PREPARE, RUNTIME, IMAGES, LOAD_BALANCER, FILES, INIT, JOIN_CONTROL_PLANES,
-                         JOIN_WORKERS, CNI, KUBECTL)
+# before `files` restarts a running etcd member (its manifest changed), a snapshot in <state dir>/snapshots/
+ETCD_SNAPSHOT = Phase("etcd-snapshot", "Snapshot etcd before files rewrites a running member's manifest",
+                      step=snapshot_before_etcd_changes)
+
+UP: tuple[Phase, ...] = (PREFLIGHT, PREPARE, RUNTIME, IMAGES, LOAD_BALANCER, ETCD_SNAPSHOT, FILES, INIT,
+                         JOIN_CONTROL_PLANES, JOIN_WORKERS, CNI, KUBECTL)
 
 
 @dataclass(frozen=True)

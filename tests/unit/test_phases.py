@@ -857,13 +857,13 @@ def test_files_without_systemd_places_files_but_touches_no_service(cl: Cluster) 
 def test_flatten_lists_the_leaves_of_up_in_order() -> None:
     assert [s.path for s in flatten(UP)] == ["preflight", "prepare/swap", "prepare/selinux", "prepare/firewall",
                                             "prepare/kernel", "runtime/packages", "runtime/containerd", "images",
-                                            "load-balancer", "files", "init/wait-control-plane", "init/upload-config",
+                                            "load-balancer", "etcd-snapshot", "files", "init/wait-control-plane", "init/upload-config",
                                             "init/bootstrap-token", "init/mark-control-plane", "init/addons/coredns",
                                             "init/addons/kube-proxy", "join-control-planes", "join-workers", "cni",
                                             "kubectl"]
     assert set(all_paths(UP)) == {"preflight", "prepare", "prepare/swap", "prepare/selinux", "prepare/firewall",
                                   "prepare/kernel", "runtime", "runtime/packages", "runtime/containerd", "images",
-                                  "load-balancer", "files", "init", "init/wait-control-plane", "init/upload-config",
+                                  "load-balancer", "etcd-snapshot", "files", "init", "init/wait-control-plane", "init/upload-config",
                                   "init/bootstrap-token", "init/mark-control-plane", "init/addons",
                                   "init/addons/coredns", "init/addons/kube-proxy", "join-control-planes",
                                   "join-workers", "cni", "kubectl"}
@@ -879,7 +879,8 @@ def test_select_only_and_skip_by_path() -> None:
     assert paths(("files", "preflight")) == ["preflight", "files"]  # workflow order, not argument order
     assert paths(("prepare",), ("prepare/firewall", "prepare/selinux")) == ["prepare/swap", "prepare/kernel"]
     assert paths((), ("prepare", "runtime/containerd", "init", "join-control-planes", "join-workers", "cni",
-                      "kubectl")) == ["preflight", "runtime/packages", "images", "load-balancer", "files"]
+                      "kubectl")) == ["preflight", "runtime/packages", "images", "load-balancer", "etcd-snapshot",
+                                      "files"]
     assert paths(("init/addons",)) == ["init/addons/coredns", "init/addons/kube-proxy"]
     assert paths(("runtime",), ("runtime",)) == []
     selected = select(UP, ("runtime/packages",))
