@@ -426,7 +426,8 @@ def etcd_snapshot_restore(file: Path, inventory: Path, state_dir: Path | None, y
 @click.option("--dry-run", is_flag=True, help="Connect and gather facts, print the plan, change nothing.")
 @_run_options
 def up(**kw: object) -> None:
-    """Bring every host in the inventory to the desired state (preflight, prepare, runtime, files)."""
+    """Build or converge the whole cluster: preflight, prepare, runtime, images, load balancer, files, init, control
+    plane joins (one at a time), worker joins, CNI, kubectl. A re-run changes only what differs (`kubeboot phases`)."""
     _do_up(**kw)  # type: ignore[arg-type]
 
 
