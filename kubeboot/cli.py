@@ -69,7 +69,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     5 preflight, 6 remote command, 7 hosts failed, 8 connection, 9 authentication, 10 host key, 11 sudo,
     12 join endpoint unreachable, 13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or
     expired, 16 wrong certificate key, 17 not an image archive, 18 a component not healthy in time (--wait-timeout),
-    19 status: degraded, 20 status: etcd quorum lost.
+    19 status: degraded, 20 status: etcd quorum lost, 21 reset/remove-node: quorum at risk, 22 etcd snapshot file
+    corrupt, 23 etcd snapshot of another cluster.
     """
     ctx.meta["kubeboot.debug"] = debug
     import logging

@@ -220,3 +220,42 @@ def test_another_clusters_snapshot_is_exit_23(tmp_path: Path, keygen: KeyPool) -
     with pytest.raises(SnapshotMismatchError) as err:
         check_file(rendered.config, rendered.state_dir, snap)
     assert err.value.exit_code == 23 and "whose CA is not this cluster's" in err.value.message
+
+
+# --- up's etcd-snapshot phase -----------------------------------------------------------------------------------
+
+
+def _up_session(facts: dict[str, object], tmp_path: Path):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from kubeboot import output
+    from kubeboot.plan.artifact import Artifact
+    from kubeboot.runner import RunResult
+    from kubeboot.workflows.session import Session
+
+    want = {h.name: (Artifact("/etc/kubernetes/manifests/etcd.yaml", f"etcd of {h.name}".encode(), 0o600),)
+            for h in CFG.control_planes}
+    runner = SimpleNamespace(cfg=CFG, facts=facts, artifacts=want, rep=output.Reporter(io.StringIO()))
+    rendered = SimpleNamespace(state_dir=tmp_path)
+    return Session(runner, rendered, "etcd-snapshot", True, RunResult()), want  # type: ignore[arg-type]
+
+
+def test_up_snapshots_only_before_a_running_members_manifest_changes(tmp_path: Path) -> None:
+    from kubeboot.plan.facts import FileState, HostFacts
+    from kubeboot.workflows.etcd import snapshot_before_etcd_changes
+
+    def facts(digests: dict[str, str]) -> dict[str, object]:
+        return {h.name: HostFacts(files={"/etc/kubernetes/manifests/etcd.yaml": FileState(digests[h.name], 0o600,
+                                                                                          "root", "root")}
+                                  if h.name in digests else {}) for h in CFG.hosts}
+
+    s, want = _up_session(facts({}), tmp_path)  # a fresh cluster: no member runs yet
+    snapshot_before_etcd_changes(s)
+    assert s.planned == []
+    same = {h: want[h][0].digest for h in ("cp1", "cp2", "cp3")}
+    s, _ = _up_session(facts(same), tmp_path)  # converged
+    snapshot_before_etcd_changes(s)
+    assert s.planned == []
+    s, _ = _up_session(facts({**same, "cp2": "sha256:" + "0" * 64}), tmp_path)
+    snapshot_before_etcd_changes(s)
+    assert s.planned == [f"take an etcd snapshot into {tmp_path / 'snapshots'} (before up rewrites etcd.yaml on cp2)"]
