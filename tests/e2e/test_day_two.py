@@ -235,3 +235,90 @@ def test_certs_check_expiration_dates(cluster: Cluster) -> None:
     assert next(ln for ln in third if ln.startswith("front-proxy-client ")).split()[-1] == "yes"
     assert next(ln for ln in third if ln.startswith("front-proxy-ca ")).split()[-1] == "yes"
     assert next(ln for ln in third if ln.startswith("apiserver ")).split()[-1] == "no"
+
+
+# --- etcd snapshot save and restore (last: it puts the whole cluster back to the snapshot) ----------------------
+
+
+def _configmaps(c: Cluster) -> set[str] | None:
+    """The default namespace's ConfigMaps through the LB; None while the API does not answer."""
+    doc = c.kubectl_json("get", "configmaps", "-n", "default", check=False)
+    return None if doc is None else {i["metadata"]["name"] for i in doc["items"]}
+
+
+def _etcd_kept(c: Cluster, host: str) -> list[str]:
+    root = c.lab.host(host).rootfs
+    return sorted(p.name for p in (root / "var/lib").iterdir() if p.name.startswith("etcd.before-restore-"))
+
+
+def test_etcd_snapshot_save_then_restore_drops_what_came_after(cluster: Cluster, tmp_path: Path) -> None:
+    import hashlib
+
+    before, marker = "kubeboot-before-snapshot", "kubeboot-after-snapshot"
+    made = cluster.kubectl("create", "configmap", before, "-n", "default", "--from-literal=k=v")
+    assert made.returncode == 0, made.stderr
+    deployments = {d["metadata"]["name"] for d in cluster.kubectl_json("get", "deployments", "-n", "kube-system")
+                   ["items"]}
+    assert "coredns" in deployments
+
+    snap = tmp_path / "cluster.db"
+    t0 = time.monotonic()
+    saved = kb(cluster, "etcd", "snapshot", "save", "-o", str(snap))
+    save_seconds = time.monotonic() - t0
+    assert saved.returncode == 0, saved.stderr
+    meta = json.loads((tmp_path / "cluster.db.json").read_text())
+    data = snap.read_bytes()
+    assert meta["kind"] == "EtcdSnapshot" and meta["cluster"] == "nodes" and meta["source"] in CPS
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest() and meta["size"] == len(data)
+    assert meta["etcdVersion"].startswith("3.") and meta["revision"] > 0 and meta["totalKeys"] > 0
+    assert {(m["name"], tuple(m["peerUrls"])) for m in meta["members"]} == {
+        (h, (f"https://{cluster.lab.host(h).address}:2380",)) for h in CPS}
+    assert {oct(p.stat().st_mode & 0o777) for p in (snap, tmp_path / "cluster.db.json")} == {"0o600"}
+    trace = (cluster.inv.parent / ".kubeboot" / "nodes" / "trace.log").read_text()
+    assert "PRIVATE KEY" not in trace + saved.stdout + saved.stderr + json.dumps(meta)
+    for h in CPS:  # nothing left behind on the source: no snapshot copy, no mounted image
+        assert not list((cluster.lab.host(h).rootfs / "var/lib/kubeboot/etcd").glob("*")), h
+    assert save_seconds < 120, save_seconds  # a bound against a hang (~8 s on an idle machine)
+
+    made = cluster.kubectl("create", "configmap", marker, "-n", "default", "--from-literal=k=v")
+    assert made.returncode == 0, made.stderr
+    assert {before, marker} <= (_configmaps(cluster) or set())
+
+    # a damaged copy: exit 22, nothing touched (the manifests stay, no data dir is kept aside)
+    bad = tmp_path / "bad.db"
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(flipped))
+    (tmp_path / "bad.db.json").write_text((tmp_path / "cluster.db.json").read_text())
+    refused = kb(cluster, "etcd", "snapshot", "restore", str(bad), "--yes")
+    assert refused.returncode == 22, refused.stderr
+    assert "is not a usable snapshot" in refused.stderr and "Traceback" not in refused.stderr
+    # no terminal and no --yes: the plan, then a refusal
+    unconfirmed = kb(cluster, "etcd", "snapshot", "restore", str(snap))
+    assert unconfirmed.returncode == 1 and "no terminal to ask" in unconfirmed.stderr, unconfirmed.stderr
+    assert "[restore-members] h2: would run `etcdutl snapshot restore --name h2" in unconfirmed.stderr
+    for h in CPS:
+        assert (cluster.lab.host(h).rootfs / "etc/kubernetes/manifests/etcd.yaml").is_file(), h
+        assert _etcd_kept(cluster, h) == [], h
+    assert marker in (_configmaps(cluster) or set())
+
+    restored = kb(cluster, "etcd", "snapshot", "restore", str(snap), "--yes", "--wait-timeout", "300")
+    (tmp_path / "restore.log").write_text(restored.stdout + restored.stderr)
+    assert restored.returncode == 0, restored.stderr[-4000:]
+    assert "[verify] 3 etcd member(s) healthy, one leader, 3 API server(s) ready" in restored.stderr, restored.stderr
+
+    # through the LB: the marker is gone, everything from before the snapshot is there
+    names = wait_until("configmaps readable through the LB", lambda: _configmaps(cluster), timeout=60, interval=1)
+    assert cluster.kubectl("get", "nodes").returncode == 0
+    assert before in names and marker not in names, names
+    assert {d["metadata"]["name"] for d in cluster.kubectl_json("get", "deployments", "-n", "kube-system")
+            ["items"]} == deployments
+    assert {n["metadata"]["name"] for n in cluster.kubectl_json("get", "nodes")["items"]} == {*CPS, WORKER}
+    for h in CPS:
+        assert len(_etcd_kept(cluster, h)) == 1, h  # the data before the restore, kept aside
+        assert not (cluster.lab.host(h).rootfs / "etc/kubernetes/manifests.kubeboot-restore").exists(), h
+    # a healthy cluster for whatever runs next: every member healthy, one leader, nodes Ready
+    code, doc, _took = wait_until("status healthy after the restore", lambda: (r := status(cluster))[0] == 0 and r,
+                                  timeout=240, interval=3)
+    assert doc["cluster"]["quorum"] == {"votingMembers": 3, "healthy": 3, "ok": True}
+    assert sum(hosts(doc)[h]["etcd"]["leader"] for h in CPS) == 1
