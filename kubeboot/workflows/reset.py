@@ -71,9 +71,10 @@ def quorum_after(members: Sequence[Member], healthy: Collection[int], leaving: C
     return sum(1 for m in rest if m.id in healthy), len(rest)
 
 
-def leave_etcd(s: Session, leaving: Sequence[Host], force: bool) -> None:
+def leave_etcd(s: Session, leaving: Sequence[Host], force: bool, remove: bool = True) -> None:
     """Remove the leaving control planes' etcd members (kubeadm reset's remove-etcd-member), one at a time, from
-    a member that stays. Nothing to do when every control plane goes (the whole cluster is reset)."""
+    a member that stays. Nothing to do when every control plane goes (the whole cluster is reset). With
+    remove=False only the quorum check (the workflow's first step: a refusal must come before any change)."""
     s.start()
     cfg = s.cfg
     names = {h.name for h in leaving}
@@ -101,6 +102,9 @@ def leave_etcd(s: Session, leaving: Sequence[Host], force: bool) -> None:
                 f"[leave-etcd] removing {', '.join(gone)} would leave {ok} healthy of {voters} voting etcd "
                 f"member(s): no quorum, the cluster would stop accepting writes",
                 hint=f"{order}; --force removes anyway (restore from a snapshot if the cluster breaks)")
+        if not remove:
+            s.done(f"{ok} healthy of {voters} voting etcd member(s) stay" if gone else "no etcd member leaves")
+            return
         for name, m in gone.items():
             if s.dry_run:
                 s.change(name, f"leave etcd (member {m.id:x}); {ok} healthy of {voters} voting members stay")
@@ -237,6 +241,8 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
         drained = (Phase("drain", "Cordon, then evict the pods (PodDisruptionBudgets respected)",
                          step=lambda s: drain(s, leaving, timeout)),)
     workflow: tuple[Phase, ...] = (
+        Phase("check-quorum", "Refuse before any change when etcd would lose quorum (unless --force)",
+              step=lambda s: leave_etcd(s, leaving, req.force, remove=False)),
         *drained,
         Phase("load-balancer", "Take the hosts' API servers out of every load balancer",
               step=lambda s: take_out_of_load_balancers(s, cp_leaving)),
