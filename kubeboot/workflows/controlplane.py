@@ -240,4 +240,7 @@ def join_control_planes(s: Session) -> None:
                          "join resumed and finished; its API server is ready")
         s.runner.gather([h])
         refresh_load_balancer(s)
+    # a control plane that became ready by itself after the load-balancer phase picked its backends (a kubelet
+    # restarting an API server whose fault was fixed meanwhile) enters the LB in this run, not the next
+    refresh_load_balancer(s)
     s.done()
