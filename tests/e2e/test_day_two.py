@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_status_of_a_healthy_cluster(cluster: Cluster) -> None:
         assert cluster.sh(h, f"find /etc -newer {marker} -print; rm -f {marker}").strip() == "", h
     trace = (cluster.inv.parent / ".kubeboot" / "nodes" / "trace.log").read_text()
     assert "read status" in trace and "PRIVATE KEY" not in trace and "client-key-data" not in trace
-    assert took < 30, took
+    assert took < 90, took  # a bound against a hang, not a speed goal (bench/ measures speed)
 
 
 def test_one_control_plane_down_is_degraded(cluster: Cluster) -> None:
@@ -125,7 +126,7 @@ def test_one_control_plane_down_is_degraded(cluster: Cluster) -> None:
     assert [(b["host"], b["up"]) for b in hosts(doc)[LB]["loadBalancer"]["backends"]] == [
         (CPS[0], False), (CPS[1], True), (CPS[2], True)]
     assert all(hosts(doc)[h]["problems"] == [] for h in (*CPS[1:], WORKER))
-    assert took < 30, took
+    assert took < 90, took  # a bound against a hang, not a speed goal (bench/ measures speed)
     text = kb(cluster, "status")
     assert text.returncode == DEGRADED and f"{down}: kubelet inactive" in text.stdout, text.stdout
     assert "error: cluster degraded: 2 host(s) with problems: h1, h2" in text.stderr, text.stderr
@@ -141,7 +142,7 @@ def test_two_control_planes_down_is_quorum_lost(cluster: Cluster) -> None:
     survivor = hosts(doc)[CPS[2]]
     assert survivor["staticPods"]["etcd"]["running"] is True
     assert survivor["etcd"]["health"] == "unhealthy", survivor["etcd"]
-    assert took < 30, took  # an answer, not a hang, with every API server unable to serve
+    assert took < 90, took  # an answer, not a hang, with every API server unable to serve (not a speed goal)
 
 
 def test_control_planes_started_again_are_healthy(cluster: Cluster) -> None:
@@ -163,7 +164,7 @@ def test_an_unreachable_host_is_a_row(cluster: Cluster) -> None:
     assert row["reachable"] is False and row["error"].startswith("unreachable: "), row
     assert row["problems"] == [row["error"]]
     assert all(h["problems"] == [] for name, h in hosts(doc).items() if name != WORKER)
-    assert took < 60, took  # the transport's three SSH connection attempts (the lab's ProxyCommand), not a hang
+    assert took < 120, took  # the transport's three SSH connection attempts (the lab's ProxyCommand), not a hang
 
 
 def _on_host(c: Cluster, host: str, item: dict[str, Any]) -> datetime | None:
@@ -322,3 +323,116 @@ def test_etcd_snapshot_save_then_restore_drops_what_came_after(cluster: Cluster,
                                   timeout=240, interval=3)
     assert doc["cluster"]["quorum"] == {"votingMembers": 3, "healthy": 3, "ok": True}
     assert sum(hosts(doc)[h]["etcd"]["leader"] for h in CPS) == 1
+
+
+# --- certs renew, remove-node, reset ------------------------------------------------------------------------
+
+def _serial(c: Cluster, host: str, rel: str) -> int:
+    return x509.load_pem_x509_certificate((c.lab.host(host).rootfs / "etc/kubernetes/pki" / rel).read_bytes()
+                                          ).serial_number
+
+
+class Poller:
+    """A client reading through the load balancer in a loop (kubectl get --raw /readyz), counting the longest run of
+    consecutive failures: one failed request a retry would hide is tolerated, two in a row are an outage."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.c, self.stop, self.ok, self.worst = c, threading.Event(), 0, 0
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        streak = 0
+        while not self.stop.is_set():
+            res = self.c.kubectl("get", "--raw", "/readyz", "--request-timeout=5s")
+            if res.returncode == 0:
+                self.ok, streak = self.ok + 1, 0
+            else:
+                streak += 1
+                self.worst = max(self.worst, streak)
+                self.errors.append(res.stderr.strip()[-200:])
+            self.stop.wait(0.3)
+
+    def __enter__(self) -> "Poller":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def test_certs_renew_all_keeps_the_api_answering_through_the_lb(cluster: Cluster) -> None:
+    c = cluster
+    before = {h: _serial(c, h, "apiserver.crt") for h in CPS}
+    cas = {h: (c.lab.host(h).rootfs / "etc/kubernetes/pki/ca.crt").read_bytes() for h in CPS}
+    with Poller(c) as poll:
+        res = kb(c, "certs", "renew", "all")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert poll.ok > 0 and poll.worst <= 1, (poll.worst, poll.errors[:5])
+    after = {h: _serial(c, h, "apiserver.crt") for h in CPS}
+    assert all(after[h] != before[h] for h in CPS), (before, after)
+    assert {h: (c.lab.host(h).rootfs / "etc/kubernetes/pki/ca.crt").read_bytes() for h in CPS} == cas  # same CAs
+    for h in CPS:  # signed by that CA, and each API server serves its renewed certificate
+        cert = x509.load_pem_x509_certificate((c.lab.host(h).rootfs / "etc/kubernetes/pki/apiserver.crt").read_bytes())
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(cas[h]))
+    assert "PRIVATE KEY" not in res.stdout + res.stderr
+    res = kb(c, "certs", "check-expiration", "-o", "json")
+    assert res.returncode == 0, res.stderr
+    days = {item["name"]: item["residual"] for cp in json.loads(res.stdout)["controlPlanes"]
+            for item in cp["certificates"] if item.get("expires")}
+    assert days["apiserver"] == f"{VALIDITY_DAYS - 1}d" or days["apiserver"] == f"{VALIDITY_DAYS}d", days
+
+
+def test_remove_node_refuses_to_break_quorum_then_removes_a_control_plane(cluster: Cluster) -> None:
+    c = cluster
+    gone, down = CPS[2], CPS[1]
+    c.lab.stop_kubelet_and_pods(down)  # with h3 stopped, removing h4 would leave 1 healthy of 2 voters
+    nginx = (c.lab.host(LB).rootfs / "etc/nginx/nginx.conf").read_bytes()
+    try:
+        refused = kb(c, "remove-node", gone, "--yes")
+        assert refused.returncode == 21, refused.stderr[-2000:]
+        assert f"removing {gone} would leave 1 healthy of 2 voting etcd member(s)" in refused.stderr, refused.stderr
+        assert f"safe order: start {down} again" in refused.stderr, refused.stderr
+        assert (c.lab.host(gone).rootfs / "etc/kubernetes/admin.conf").exists()  # nothing was touched:
+        assert (c.lab.host(LB).rootfs / "etc/nginx/nginx.conf").read_bytes() == nginx  # the check comes first
+        node = c.kubectl_json("get", "node", gone)
+        assert not node["spec"].get("unschedulable"), node["spec"]  # not even cordoned
+    finally:
+        c.lab.start_unit(down, "kubelet")
+    wait_until("status healthy again", lambda: status(c)[0] == 0, timeout=240, interval=3)
+    res = kb(c, "remove-node", gone, "--yes")
+    assert res.returncode == 0, res.stderr[-3000:]
+    code, doc, _took = wait_until("two healthy members", lambda: (r := status(c))[1]["cluster"]["quorum"]["healthy"] == 2
+                                  and r, timeout=120, interval=2)
+    assert doc["cluster"]["quorum"] == {"votingMembers": 2, "healthy": 2, "ok": True}, doc["cluster"]
+    addr = str(c.lab.host(gone).address)
+    assert addr not in (c.lab.host(LB).rootfs / "etc/nginx/nginx.conf").read_text()  # no backend for it anywhere
+    assert gone not in {n["metadata"]["name"] for n in c.kubectl_json("get", "nodes")["items"]}
+    assert c.sh(gone, "ls -A /etc/kubernetes /var/lib/etcd | grep -v ':$' | grep -c . || true").strip() == "0"
+
+
+def test_reset_of_a_worker_leaves_nothing_and_up_joins_it_again(cluster: Cluster, tmp_path: Path) -> None:
+    c = cluster
+    res = kb(c, "reset", "--hosts", WORKER)  # no terminal, no --yes: refused after the plan
+    assert res.returncode != 0 and "pass --yes" in res.stderr, res.stderr[-2000:]
+    assert (c.lab.host(WORKER).rootfs / "etc/kubernetes/kubelet.conf").exists()
+    res = kb(c, "reset", "--hosts", WORKER, "--yes")
+    assert res.returncode == 0, res.stderr[-3000:]
+    left = c.sh(WORKER, "ls -A /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/cni 2>/dev/null | "
+                        "grep -v ':$' | grep -c .; iptables-save | grep -cE '^:(KUBE|FLANNEL)-'; "
+                        "ctr -n k8s.io containers ls -q | wc -l; ls /sys/class/net | grep -cE '^(cni0|flannel)'; "
+                        "systemctl is-active kubelet; true").split()
+    assert left == ["0", "0", "0", "0", "inactive"], left
+    assert kb(c, "reset", "--hosts", WORKER, "--yes").stderr.rstrip().splitlines()[-1].startswith(
+        "[done] no changes: nothing to reset")
+    # the inventory without the removed control plane, as remove-node told the user to write it
+    doc = yaml.safe_load(c.inv.read_text())
+    doc["spec"]["hosts"] = [h for h in doc["spec"]["hosts"] if h["name"] != CPS[2]]
+    smaller = c.inv.parent / "after-remove.yaml"
+    smaller.write_text(yaml.safe_dump(doc, sort_keys=False))
+    again = c.kb("up", inv=smaller, netns=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    nodes = {n["metadata"]["name"]: any(x["type"] == "Ready" and x["status"] == "True" for x in n["status"]["conditions"])
+             for n in c.kubectl_json("get", "nodes")["items"]}
+    assert nodes == {CPS[0]: True, CPS[1]: True, WORKER: True}, nodes
