@@ -17,11 +17,8 @@ from kubeboot.initnode import poll, wait_live
 from kubeboot.join import JoinRequest, join
 from kubeboot.kube import client as kc
 from kubeboot.kube import objects
-from kubeboot.phases.base import PhaseContext
-from kubeboot.phases.lb import lb_actions
 from kubeboot.pki.protocol import KUBEADM_CERTS_FILES, ca_cert_hash
 from kubeboot.render.cluster import local_api_url
-from kubeboot.render.lb import nginx_conf
 from kubeboot.render.node import kubelet_config
 from kubeboot.workflows.nodes import RemoteNode
 from kubeboot.workflows.session import Session, lb_backends, ready
@@ -181,17 +178,7 @@ def shared_files(s: Session) -> dict[str, bytes]:
 def refresh_load_balancer(s: Session) -> None:
     """Re-render nginx on every host that holds one with the control planes that are ready now; reload where
     the backend list changed."""
-    cfg = s.cfg
-    names = lb_backends(cfg, s.runner.facts)
-    for h in cfg.hosts:
-        art = nginx_conf(cfg, h, names)
-        if art is None:
-            continue
-        ctx = PhaseContext(cfg, {h.name: (art,)}, s.runner.facts, s.runner.options)
-        acts = lb_actions(ctx, h)
-        if acts:
-            s.info(h.name, f"backends now {', '.join(names)}")
-        s.apply(h, acts)
+    s.point_load_balancers(lb_backends(s.cfg, s.runner.facts))
 
 
 def wait_ready(host: Host, timeout: float) -> None:

@@ -19,9 +19,8 @@ from kubeboot import output
 from kubeboot.config.model import ClusterConfig, Host
 from kubeboot.errors import ConfigError, Problem, WaitTimeoutError
 from kubeboot.offline import RenderResult, render
-from kubeboot.phases.base import Phase, PhaseContext, RunOptions
+from kubeboot.phases.base import Phase, RunOptions
 from kubeboot.phases.kubectl import ADMIN_CONF, plan_kubectl
-from kubeboot.phases.lb import lb_actions
 from kubeboot.pki.bundle import CLIENTS
 from kubeboot.pki.certs import LEAVES
 from kubeboot.plan.actions import RunCommand
@@ -140,14 +139,6 @@ def restart_components(s: Session, host: Host, components: Sequence[str], timeou
         time.sleep(1.0)
 
 
-def _load_balancers(s: Session, backends: Sequence[str]) -> None:
-    cfg = s.cfg
-    for h in s.runner.hosts:
-        art = nginx_conf(cfg, h, backends)
-        if art is not None:
-            s.apply(h, lb_actions(PhaseContext(cfg, {h.name: (art,)}, s.runner.facts, s.runner.options), h))
-
-
 def renew_one(s: Session, host: Host, names: Collection[str], timeout: float) -> None:
     files = host_paths(names)
     have = s.runner.facts[host.name].files
@@ -161,7 +152,7 @@ def renew_one(s: Session, host: Host, names: Collection[str], timeout: float) ->
     others = [h for h in s.cfg.control_planes if h.name != host.name]
     out_of_lb = "kube-apiserver" in comps and bool(ready_control_planes(s.cfg, others))
     if out_of_lb:  # the others serve while this API server restarts
-        _load_balancers(s, ready_control_planes(s.cfg, others))
+        s.point_load_balancers(ready_control_planes(s.cfg, others))
     t = s.runner.transports[host.name]
     for a in arts:
         t.put(a.path, a.content, a.mode, a.owner, a.group)
@@ -171,7 +162,7 @@ def renew_one(s: Session, host: Host, names: Collection[str], timeout: float) ->
         if group:
             restart_components(s, host, group, timeout)
     if out_of_lb:
-        _load_balancers(s, ready_control_planes(s.cfg, s.cfg.control_planes))
+        s.point_load_balancers(ready_control_planes(s.cfg, s.cfg.control_planes))
     s.runner.gather([host])
     kubectl = plan_kubectl(s.runner.context(), host)  # ~/.kube/config follows a renewed admin.conf
     s.apply(host, [a for a in kubectl if isinstance(a, RunCommand) and "completion" not in a.command])

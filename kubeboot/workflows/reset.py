@@ -20,8 +20,7 @@ from kubeboot.config.model import ClusterConfig, Host, Role
 from kubeboot.errors import ConfigError, Problem, QuorumRiskError, WaitTimeoutError
 from kubeboot.etcdapi import EtcdClient, Member
 from kubeboot.offline import RenderResult, render
-from kubeboot.phases.base import Phase, PhaseContext, RunOptions
-from kubeboot.phases.lb import lb_actions
+from kubeboot.phases.base import Phase, RunOptions
 from kubeboot.phases.reset import KUBELET_FILES, NODE_RESET
 from kubeboot.render import manifests
 from kubeboot.render.lb import nginx_conf
@@ -123,12 +122,7 @@ def take_out_of_load_balancers(s: Session, leaving: Collection[str]) -> None:
     cfg = s.cfg
     staying = [h for h in cfg.control_planes if h.name not in leaving]
     if leaving and staying:
-        backends = ready_control_planes(cfg, staying) or [h.name for h in staying]
-        for h in s.runner.hosts:
-            art = None if h.name in leaving else nginx_conf(cfg, h, backends)
-            if art is not None:
-                ctx = PhaseContext(cfg, {h.name: (art,)}, s.runner.facts, s.runner.options)
-                s.apply(h, lb_actions(ctx, h))
+        s.point_load_balancers(ready_control_planes(cfg, staying) or [h.name for h in staying])
     s.done()
 
 

@@ -15,10 +15,13 @@ from kubeboot.config.model import ClusterConfig, Host, LoadBalancerMode
 from kubeboot.initnode import api_health
 from kubeboot.kube import client as kc
 from kubeboot.offline import RenderResult
+from kubeboot.phases.base import PhaseContext
+from kubeboot.phases.lb import lb_actions
 from kubeboot.plan.actions import Action
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import FileState, HostFacts
 from kubeboot.render.cluster import local_api_url
+from kubeboot.render.lb import nginx_conf
 from kubeboot.runner import RunResult, Runner
 
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -133,6 +136,18 @@ class Session:
                 self.runner.rep.info(self.path, host.name, f"would {act.describe()}")
             return
         self.runner.apply_actions(host, actions, self.path)
+
+    def point_load_balancers(self, backends: Sequence[str]) -> None:
+        """Render nginx with these backends on every host of this run that runs one (LB hosts; in node-local
+        mode every non-control-plane node) and reload it where the list changed."""
+        for h in self.runner.hosts:
+            art = nginx_conf(self.cfg, h, backends)
+            if art is None:
+                continue
+            acts = lb_actions(PhaseContext(self.cfg, {h.name: (art,)}, self.runner.facts, self.runner.options), h)
+            if acts:
+                self.info(h.name, f"backends now {', '.join(backends)}")
+            self.apply(h, acts)
 
     def start(self) -> None:
         self.runner.rep.phase_start(self.path)
