@@ -345,13 +345,13 @@ def test_a_worker_joined_by_the_real_kubeadm_beside_kubeboots_nodes(ha: Cluster)
 
 def test_failover_one_master_down_then_two_then_recovery(ha: Cluster) -> None:
     assert ha.kubectl("create", "configmap", "before-failure", "--from-literal=k=v").returncode == 0
-    ha.lab.poweroff(CPS[0])  # every control-plane process of h2 and its kubelet stop
+    ha.lab.stop_kubelet_and_pods(CPS[0])  # every control-plane process of h2 and its kubelet stop
     try:
         wait_until("reads and writes through the LB", lambda: ha.kubectl(
             "create", "configmap", f"w-{time.monotonic_ns()}", "--from-literal=k=v").returncode == 0,
             timeout=60, interval=1)
         assert ha.kubectl("get", "nodes").returncode == 0
-        ha.lab.poweroff(CPS[1])  # quorum lost: 1 of 3 etcd members
+        ha.lab.stop_kubelet_and_pods(CPS[1])  # quorum lost: 1 of 3 etcd members
         t0 = time.monotonic()
         res = ha.kb("token", "create", "--kubeconfig", str(ha.admin), netns=True)
         took = time.monotonic() - t0
@@ -359,7 +359,7 @@ def test_failover_one_master_down_then_two_then_recovery(ha: Cluster) -> None:
         assert took < 120, took  # an answer, not a hang
     finally:
         for h in CPS[:2]:
-            ha.lab.start(h)
+            ha.lab.start_unit(h, "kubelet")
     def all_ready() -> bool:  # right after a restart an API server may refuse (RBAC cache not synced yet)
         try:
             return all(ready_nodes(ha).values())
