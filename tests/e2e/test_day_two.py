@@ -73,7 +73,11 @@ def test_status_of_a_healthy_cluster(cluster: Cluster) -> None:
     marker = "/run/kubeboot-status-marker"
     for h in (LB, *CPS, WORKER):
         cluster.sh(h, f"touch {marker}")
-    code, doc, took = wait_until("status healthy", lambda: (r := status(cluster))[0] == 0 and r, timeout=60,
+    def mirrored(doc: dict[str, Any]) -> bool:  # a just-joined control plane's mirror pods may still be on their way
+        return all(p["mirrorPod"] is not None for cp in CPS for p in hosts(doc)[cp]["staticPods"].values())
+
+    code, doc, took = wait_until("status healthy, every mirror pod there",
+                                 lambda: (r := status(cluster))[0] == 0 and mirrored(r[1]) and r, timeout=90,
                                  interval=2)
     assert doc["kind"] == "ClusterStatus" and doc["cluster"]["state"] == "healthy"
     assert doc["cluster"]["quorum"] == {"votingMembers": 3, "healthy": 3, "ok": True}
