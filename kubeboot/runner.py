@@ -32,7 +32,7 @@ from kubeboot.phases.runtime import OFFLINE_DIR
 from kubeboot.plan.actions import Action, RunCommand, UploadFile, WriteFile, compare_file
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import FileState, HostFacts, gather_script, parse_facts
-from kubeboot.transport.base import Transport
+from kubeboot.transport.base import Transport, close_all
 from kubeboot.transport.ssh import SSHTarget, SSHTransport
 
 T = TypeVar("T")
@@ -175,11 +175,7 @@ class Runner:
             raise combine({hosts[i].name: e for i, e in errors.items()}, "connect")
 
     def close(self) -> None:
-        for t in self.transports.values():
-            try:
-                t.close()
-            except Exception:  # noqa: BLE001 - closing must never mask the real outcome
-                pass
+        close_all(self.transports.values())
 
     # --- phases ----------------------------------------------------------------------------------
 

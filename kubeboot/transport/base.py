@@ -7,7 +7,7 @@ otherwise) and writes files atomically. Nothing else in kubeboot touches a host.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,3 +77,12 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def close_all(transports: Iterable[Transport]) -> None:
+    """Close every connection; a failure to close never masks the outcome of the work done over them."""
+    for t in transports:
+        try:
+            t.close()
+        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
+            pass

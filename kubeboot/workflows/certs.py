@@ -15,7 +15,7 @@ from kubeboot.offline import load_inventory
 from kubeboot.pki import expiry
 from kubeboot.plan import status as st
 from kubeboot.runner import ConnectOptions
-from kubeboot.transport.base import Transport
+from kubeboot.transport.base import Transport, close_all
 from kubeboot.workflows.status import connect, read_hosts
 
 
@@ -49,11 +49,7 @@ def check_expiration(inventory: Path, state_dir: Path | None, opts: ConnectOptio
     try:
         return _rows(cfg, read_hosts(cfg.control_planes, transports, opts.concurrency, containers=False))
     finally:
-        for t in transports.values():
-            try:
-                t.close()
-            except Exception:  # noqa: BLE001 - closing never masks the result
-                pass
+        close_all(transports.values())
 
 
 def as_json(rows: list[ControlPlaneCerts]) -> dict[str, object]:

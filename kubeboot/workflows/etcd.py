@@ -45,7 +45,7 @@ from kubeboot.render.cluster import local_api_url
 from kubeboot.render.images import etcd_image
 from kubeboot.render.manifests import ETCD_DATA_DIR, etcd_peer_url
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog, combine, parallel
-from kubeboot.transport.base import Transport
+from kubeboot.transport.base import Transport, close_all
 from kubeboot.workflows.session import Session, ready
 from kubeboot.workflows.status import connect, credentials
 
@@ -152,8 +152,7 @@ def save(req: SaveRequest, rep: output.Reporter) -> tuple[Path, sn.SnapshotMeta]
         meta = save_snapshot(cfg, transports, client, creds.ca, dest, "etcd snapshot save", rep, "snapshot")
     finally:
         client.close()
-        for t in transports.values():
-            t.close()
+        close_all(transports.values())
     rep.phase_done("snapshot", f"{dest}")
     return dest, meta
 

@@ -38,7 +38,7 @@ from kubeboot.offline import load_inventory
 from kubeboot.plan import status as st
 from kubeboot.render.cluster import local_api_url
 from kubeboot.runner import ConnectOptions, TraceLog, ssh_targets
-from kubeboot.transport.base import Transport
+from kubeboot.transport.base import Transport, close_all
 from kubeboot.transport.ssh import SSHTransport
 
 PROBE_TIMEOUT = 3.0  # seconds for each etcd and API server question
@@ -203,11 +203,7 @@ def status(inventory: Path, state_dir: Path | None, opts: ConnectOptions) -> st.
             readiness, mirrors = api.result()
             return st.verdict(cfg, hosts.result(), etcd.result(), readiness, mirrors, datetime.now(timezone.utc))
     finally:
-        for t in transports.values():
-            try:
-                t.close()
-            except Exception:  # noqa: BLE001 - closing never masks the report
-                pass
+        close_all(transports.values())
 
 
 def exit_error(report: st.StatusReport) -> KubebootError | None:
