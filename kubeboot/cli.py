@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import click
 from kubeboot import __version__, output
 from kubeboot.config.versions import DEFAULT_MINOR, RELEASES, SUPPORTED_MINORS
 from kubeboot.errors import ConfigError, KubebootError, Problem
+
+if TYPE_CHECKING:
+    from kubeboot.runner import ConnectOptions
 
 
 class _Group(click.Group):
@@ -147,6 +151,19 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+# how every connecting command verifies host keys and honours an OpenSSH client config
+_HOST_KEYS_AND_SSH_CONFIG = (
+    click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+                 default=Path("~/.ssh/known_hosts").expanduser(), show_default=True,
+                 help="Host keys are verified against this file."),
+    click.option("--accept-new-host-keys", is_flag=True,
+                 help="Trust host keys seen for the first time and record them (changed keys are still refused)."),
+    click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                 help="An OpenSSH client config to honour (ProxyCommand, ProxyJump hosts, ...). "
+                      "Default: ~/.ssh/config when it exists."),
+)
+
+
 def _run_options(f: Callable[..., None]) -> Callable[..., None]:
     opts = [
         click.option("--only", "only", multiple=True, metavar="PATH",
@@ -157,14 +174,7 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
                      help="Downgrade these preflight checks to warnings (names as printed, or 'all')."),
         click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 256),
                      help="Hosts worked on at once."),
-        click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
-                     default=Path("~/.ssh/known_hosts").expanduser(), show_default=True,
-                     help="Host keys are verified against this file."),
-        click.option("--accept-new-host-keys", is_flag=True,
-                     help="Trust host keys seen for the first time and record them (changed keys are still refused)."),
-        click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                     help="An OpenSSH client config to honour (ProxyCommand, ProxyJump hosts, ...). "
-                          "Default: ~/.ssh/config when it exists."),
+        *_HOST_KEYS_AND_SSH_CONFIG,
         click.option("--disable-firewall", is_flag=True, help="Disable firewalld/ufw instead of opening ports."),
         click.option("--offline-packages", type=click.Path(path_type=Path, file_okay=False),
                      help="Install containerd/kubelet/kubectl from the .deb/.rpm files in this directory."),
@@ -187,7 +197,6 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
            ssh_config: Path | None, disable_firewall: bool, offline_packages: Path | None,
            images: Path | None, wait_timeout: float) -> None:
     from kubeboot.phases.base import RunOptions
-    from kubeboot.runner import ConnectOptions, _default_ssh_config
     from kubeboot.workflows.up import UpRequest, load_offline_packages, up
 
     options = RunOptions(
@@ -197,8 +206,7 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
         wait_timeout=wait_timeout,
     )
     req = UpRequest(inventory, state_dir, tuple(only), tuple(_csv(skip_phases)), dry_run, options,
-                    ConnectOptions(known_hosts.expanduser(), accept_new_host_keys,
-                                   ssh_config or _default_ssh_config(), concurrency), images)
+                    _connect(concurrency, known_hosts, accept_new_host_keys, ssh_config), images)
     rep = output.Reporter()
     _rendered, result = up(req, rep)
     if dry_run:
@@ -244,21 +252,16 @@ def _ssh_options(f: Callable[..., None]) -> Callable[..., None]:
     """How to reach the hosts (every command that connects without being `up`)."""
     opts = [
         click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 256),
-                     help="Hosts read at once."),
-        click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
-                     default=Path("~/.ssh/known_hosts").expanduser(), show_default=True,
-                     help="Host keys are verified against this file."),
-        click.option("--accept-new-host-keys", is_flag=True,
-                     help="Trust host keys seen for the first time and record them (changed keys are still refused)."),
-        click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                     help="An OpenSSH client config to honour. Default: ~/.ssh/config when it exists."),
+                     help="Hosts worked on at once."),
+        *_HOST_KEYS_AND_SSH_CONFIG,
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _connect(concurrency: int, known_hosts: Path, accept_new_host_keys: bool, ssh_config: Path | None) -> object:
+def _connect(concurrency: int, known_hosts: Path, accept_new_host_keys: bool, ssh_config: Path | None
+             ) -> ConnectOptions:
     from kubeboot.runner import ConnectOptions, _default_ssh_config
 
     return ConnectOptions(known_hosts.expanduser(), accept_new_host_keys, ssh_config or _default_ssh_config(),
