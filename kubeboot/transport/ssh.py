@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import invoke
 import paramiko
@@ -262,24 +262,8 @@ class SSHTransport:
         tmp = f"{self._upload_dir()}/upload-file"
         size = Path(local).stat().st_size
         self._trace(f"{self.name}: put {path} from {local} ({size} bytes, mode {mode:04o})")
-        transport = self._connection().client.get_transport()
-        with self._mapped_errors(f"the upload of {path}", UPLOAD_TIMEOUT):
-            if transport is None:
-                raise OSError("no SSH transport")
-            chan = transport.open_session(timeout=CHANNEL_TIMEOUT)
-            try:
-                chan.settimeout(UPLOAD_TIMEOUT)
-                chan.exec_command(f"umask 077 && cat > {shlex.quote(tmp)}")
-                with open(local, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        chan.sendall(chunk)
-                chan.shutdown_write()
-                status = chan.recv_exit_status()
-                err = chan.recv_stderr(4096).decode(errors="replace") if chan.recv_stderr_ready() else ""
-            finally:
-                chan.close()
-        if status != 0:
-            raise RemoteCommandError(f"{self.name}: upload of {path} failed: {err.strip() or f'exit {status}'}")
+        with open(local, "rb") as fh:
+            self._stream(f"umask 077 && cat > {shlex.quote(tmp)}", f"upload of {path}", source=fh)
         self.run(install_script(path, mode, "root", "root", tmp) + f" && rm -f {shlex.quote(tmp)}",
                  display=f"install {path}")
 
@@ -297,23 +281,34 @@ class SSHTransport:
         self._trace(f"{self.name}: get {path} to {local}")
         self.run(f"install -m 0600 -o {shlex.quote(self.target.user)} {shlex.quote(path)} {shlex.quote(tmp)}",
                  display=f"stage {path} for download")
-        transport = self._connection().client.get_transport()
         fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with self._mapped_errors(f"the download of {path}", UPLOAD_TIMEOUT), os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out:
+            self._stream(f"cat {shlex.quote(tmp)} && rm -f {shlex.quote(tmp)}", f"download of {path}", sink=out)
+
+    def _stream(self, command: str, what: str, source: BinaryIO | None = None, sink: BinaryIO | None = None) -> None:
+        """Run `command` as the login user on one exec channel, raw bytes in from `source` or out to `sink`, 1 MiB
+        at a time (never all in memory, no base64); a non-zero exit is a RemoteCommandError naming `what`."""
+        transport = self._connection().client.get_transport()
+        with self._mapped_errors(f"the {what}", UPLOAD_TIMEOUT):
             if transport is None:
                 raise OSError("no SSH transport")
             chan = transport.open_session(timeout=CHANNEL_TIMEOUT)
             try:
                 chan.settimeout(UPLOAD_TIMEOUT)
-                chan.exec_command(f"cat {shlex.quote(tmp)} && rm -f {shlex.quote(tmp)}")
-                for chunk in iter(lambda: chan.recv(1 << 20), b""):
-                    out.write(chunk)
+                chan.exec_command(command)
+                if source is not None:
+                    for chunk in iter(lambda: source.read(1 << 20), b""):
+                        chan.sendall(chunk)
+                    chan.shutdown_write()
+                if sink is not None:
+                    for chunk in iter(lambda: chan.recv(1 << 20), b""):
+                        sink.write(chunk)
                 status = chan.recv_exit_status()
                 err = chan.recv_stderr(4096).decode(errors="replace") if chan.recv_stderr_ready() else ""
             finally:
                 chan.close()
         if status != 0:
-            raise RemoteCommandError(f"{self.name}: download of {path} failed: {err.strip() or f'exit {status}'}")
+            raise RemoteCommandError(f"{self.name}: {what} failed: {err.strip() or f'exit {status}'}")
 
     def close(self) -> None:
         if self._conn is not None:
