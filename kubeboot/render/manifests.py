@@ -288,6 +288,11 @@ def etcd_peer_url(host: Host) -> str:
     return f"https://{_bracket(str(host.address))}:2380"
 
 
+def etcd_client_url(host: Host) -> str:
+    """The member's client URL on its advertise address (what a workstation or another host dials)."""
+    return f"https://{_bracket(str(host.address))}:2379"
+
+
 def etcd(cfg: ClusterConfig, host: Host, initial_cluster: str | None = None) -> dict[str, Any]:
     """Stacked etcd. Members join in inventory order, as `kubeadm join --control-plane` adds them: the first
     starts a new cluster alone; member N lists members 1..N with --initial-cluster-state=existing.

@@ -43,7 +43,7 @@ from kubeboot.plan import snapshot as sn
 from kubeboot.plan.actions import RunCommand, UploadFile
 from kubeboot.render.cluster import local_api_url
 from kubeboot.render.images import etcd_image
-from kubeboot.render.manifests import ETCD_DATA_DIR, etcd_peer_url
+from kubeboot.render.manifests import ETCD_DATA_DIR, etcd_client_url, etcd_peer_url
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog, combine, parallel
 from kubeboot.transport.base import Transport, close_all
 from kubeboot.workflows.session import Session, ready
@@ -51,11 +51,6 @@ from kubeboot.workflows.status import connect, credentials
 
 ETCD_MANIFEST = f"{sn.MANIFESTS}/etcd.yaml"
 SAVE_TIMEOUT = 300.0
-
-
-def _etcd_url(h: Host) -> str:
-    ip = str(h.address)
-    return f"https://[{ip}]:2379" if ":" in ip else f"https://{ip}:2379"
 
 
 def _stamp(now: datetime) -> str:
@@ -82,7 +77,7 @@ def healthy_source(cfg: ClusterConfig, client: EtcdClient) -> Host | None:
     """The first control plane, in inventory order, whose etcd member says it is healthy."""
     cps = cfg.control_planes
     with ThreadPoolExecutor(max_workers=len(cps)) as pool:
-        health = list(pool.map(lambda h: client.health(_etcd_url(h))[0], cps))
+        health = list(pool.map(lambda h: client.health(etcd_client_url(h))[0], cps))
     return next((h for h, ok in zip(cps, health) if ok is True), None)
 
 
@@ -146,7 +141,7 @@ def save(req: SaveRequest, rep: output.Reporter) -> tuple[Path, sn.SnapshotMeta]
     creds = credentials(cfg, root)
     dest = req.out or default_snapshot_path(root, cfg, datetime.now(timezone.utc))
     transports = connect(cfg, root, req.connect)
-    client = EtcdClient([_etcd_url(h) for h in cfg.control_planes], creds.etcd_ca, creds.etcd_cert, creds.etcd_key)
+    client = EtcdClient([etcd_client_url(h) for h in cfg.control_planes], creds.etcd_ca, creds.etcd_cert, creds.etcd_key)
     rep.phase_start("snapshot")
     try:
         meta = save_snapshot(cfg, transports, client, creds.ca, dest, "etcd snapshot save", rep, "snapshot")
@@ -162,10 +157,8 @@ def take_snapshot(s: Session, reason: str) -> Path | None:
     cluster without a healthy member gets none (a warning): `up` may be what repairs it."""
     cfg = s.cfg
     pki = s.rendered.pki
-    hc = pki.leaves[(cfg.first_control_plane.name, "etcd-healthcheck-client")]
     dest = default_snapshot_path(s.rendered.state_dir, cfg, datetime.now(timezone.utc), reason)
-    client = EtcdClient([_etcd_url(h) for h in cfg.control_planes], pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(),
-                        hc.key_pem())
+    client = s.etcd(cfg.control_planes)
     try:
         save_snapshot(cfg, s.runner.transports, client, pki.cas["ca"].cert_pem(), dest, reason, s.runner.rep, s.path)
     except EtcdError as exc:
@@ -326,19 +319,17 @@ def restore_workflow(req: RestoreRequest, check: sn.FileCheck, stamp: str, image
 def wait_restored(s: Session, hosts: Sequence[Host], timeout: float) -> str:
     """Poll until the member list is exactly these hosts (names and peer URLs, voters), each /health is true, one
     leader, and every API server answers /readyz."""
-    pki = s.rendered.pki
-    hc = pki.leaves[(s.cfg.first_control_plane.name, "etcd-healthcheck-client")]
-    client = EtcdClient([_etcd_url(h) for h in hosts], pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(), hc.key_pem())
+    client = s.etcd(hosts)
     want = {(h.name, etcd_peer_url(h)) for h in hosts}
     deadline = time.monotonic() + timeout
     why = "not checked yet"
     try:
         while True:
             try:
-                members = client.members_via(_etcd_url(hosts[0]))
+                members = client.members_via(etcd_client_url(hosts[0]))
                 got = {(m.name, u) for m in members for u in m.peer_urls}
-                health = {h.name: client.health(_etcd_url(h))[0] for h in hosts}
-                leaders = {client.status(_etcd_url(h)) for h in hosts}
+                health = {h.name: client.health(etcd_client_url(h))[0] for h in hosts}
+                leaders = {client.status(etcd_client_url(h)) for h in hosts}
                 api = {h.name: ready(local_api_url(h)) for h in hosts}
                 if got != want or any(m.learner for m in members):
                     why = f"etcd members {sorted(got)}"

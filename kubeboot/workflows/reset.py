@@ -18,7 +18,7 @@ import kubernetes.client as k8s
 from kubeboot import output
 from kubeboot.config.model import ClusterConfig, Host, Role
 from kubeboot.errors import ConfigError, Problem, QuorumRiskError, WaitTimeoutError
-from kubeboot.etcdapi import EtcdClient, Member
+from kubeboot.etcdapi import Member
 from kubeboot.offline import RenderResult, render
 from kubeboot.phases.base import Phase, RunOptions
 from kubeboot.phases.reset import KUBELET_FILES, NODE_RESET
@@ -52,18 +52,6 @@ def chosen(cfg: ClusterConfig, names: Sequence[str]) -> list[Host]:
     return [known[n] for n in names]
 
 
-def _etcd_url(h: Host) -> str:
-    ip = str(h.address)
-    return f"https://[{ip}]:2379" if ":" in ip else f"https://{ip}:2379"
-
-
-def etcd_client(s: Session, via: Sequence[Host]) -> EtcdClient:
-    """An etcd client with the healthcheck-client identity of a control plane, from the state directory."""
-    pki = s.rendered.pki
-    hc = pki.leaves[(s.cfg.first_control_plane.name, "etcd-healthcheck-client")]
-    return EtcdClient([_etcd_url(h) for h in via], pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(), hc.key_pem())
-
-
 def quorum_after(members: Sequence[Member], healthy: Collection[int], leaving: Collection[int]) -> tuple[int, int]:
     """(healthy voters, voters) once `leaving` is gone: quorum holds when the first is more than half the second."""
     rest = [m for m in members if not m.learner and m.id not in leaving]
@@ -81,14 +69,14 @@ def leave_etcd(s: Session, leaving: Sequence[Host], force: bool, remove: bool = 
     if not any(h.is_control_plane for h in leaving) or not staying:
         s.done("no etcd member leaves" if staying else "every control plane is reset: no member to leave")
         return
-    etcd = etcd_client(s, staying)
+    etcd = s.etcd(staying)
     try:
         members = etcd.members()
         by_url = {u: m for m in members for u in m.peer_urls}
         gone = {h.name: by_url[manifests.etcd_peer_url(h)] for h in leaving
                 if h.is_control_plane and manifests.etcd_peer_url(h) in by_url}
         healthy = {by_url[manifests.etcd_peer_url(h)].id for h in cfg.control_planes
-                   if manifests.etcd_peer_url(h) in by_url and etcd.health(_etcd_url(h))[0]}
+                   if manifests.etcd_peer_url(h) in by_url and etcd.health(manifests.etcd_client_url(h))[0]}
         ok, voters = quorum_after(members, healthy, {m.id for m in gone.values()})
         if gone and not ok > voters / 2 and not force:
             down = [h.name for h in staying if manifests.etcd_peer_url(h) in by_url

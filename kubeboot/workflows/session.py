@@ -12,6 +12,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 
 from kubeboot.config.model import ClusterConfig, Host, LoadBalancerMode
+from kubeboot.etcdapi import EtcdClient
 from kubeboot.initnode import api_health
 from kubeboot.kube import client as kc
 from kubeboot.offline import RenderResult
@@ -22,6 +23,7 @@ from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import FileState, HostFacts
 from kubeboot.render.cluster import local_api_url
 from kubeboot.render.lb import nginx_conf
+from kubeboot.render.manifests import etcd_client_url
 from kubeboot.runner import RunResult, Runner
 
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -107,6 +109,14 @@ class Session:
         if self._admin is None:
             self._admin = kc.from_kubeconfig_data(self.first_cp_file(ADMIN_CONF).content, self.api_url())
         return self._admin
+
+    def etcd(self, via: Sequence[Host]) -> EtcdClient:
+        """An etcd client on these members' client URLs, with the healthcheck-client identity from the state
+        directory (the first control plane's). The caller closes it."""
+        pki = self.rendered.pki
+        hc = pki.leaves[(self.cfg.first_control_plane.name, "etcd-healthcheck-client")]
+        return EtcdClient([etcd_client_url(h) for h in via], pki.cas["etcd-ca"].cert_pem(), hc.cert_pem(),
+                          hc.key_pem())
 
     def super_admin(self) -> k8s.ApiClient:
         return kc.from_kubeconfig_data(self.first_cp_file(SUPER_ADMIN_CONF).content, self.api_url())

@@ -37,6 +37,7 @@ from kubeboot.etcdapi import EtcdClient, EtcdError
 from kubeboot.offline import load_inventory
 from kubeboot.plan import status as st
 from kubeboot.render.cluster import local_api_url
+from kubeboot.render.manifests import etcd_client_url
 from kubeboot.runner import ConnectOptions, TraceLog, ssh_targets
 from kubeboot.transport.base import Transport, close_all
 from kubeboot.transport.ssh import SSHTransport
@@ -101,16 +102,11 @@ def _reason(h: Host, exc: KubebootError) -> str:
     return exc.message.splitlines()[0].removeprefix(f"{h.name}: ")
 
 
-def _etcd_url(h: Host) -> str:
-    ip = str(h.address)
-    return f"https://[{ip}]:2379" if ":" in ip else f"https://{ip}:2379"
-
-
 def read_etcd(cfg: ClusterConfig, creds: Credentials) -> st.EtcdReading:
     cps = cfg.control_planes
-    client = EtcdClient([_etcd_url(h) for h in cps], creds.etcd_ca, creds.etcd_cert, creds.etcd_key)
+    client = EtcdClient([etcd_client_url(h) for h in cps], creds.etcd_ca, creds.etcd_cert, creds.etcd_key)
     def probe(h: Host) -> tuple[tuple[bool | None, str], bool]:
-        ep = _etcd_url(h)
+        ep = etcd_client_url(h)
         healthy, reason = client.health(ep, PROBE_TIMEOUT)
         try:
             me, leader = client.status(ep, PROBE_TIMEOUT)
@@ -131,7 +127,7 @@ def read_etcd(cfg: ClusterConfig, creds: Credentials) -> st.EtcdReading:
         order = {True: 0, False: 1, None: 2}  # healthy members first; an unanswered /health may still list
         for h in sorted(cps, key=lambda h: order[health[h.name][0]]):
             try:
-                ms = client.members_via(_etcd_url(h), PROBE_TIMEOUT)
+                ms = client.members_via(etcd_client_url(h), PROBE_TIMEOUT)
                 members = tuple(st.EtcdMember(m.id, m.name, m.peer_urls, m.learner) for m in ms)
                 return st.EtcdReading(members, "", health, leaders)
             except EtcdError as exc:
