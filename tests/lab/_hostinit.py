@@ -46,6 +46,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 SSHD = "/usr/sbin/sshd"
+CONTROL_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGCHLD}
 sshd_pid: int | None = None
 log_fd = 2
 
@@ -119,28 +120,41 @@ def start_sshd() -> None:
         },
         file_actions=[(os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
         setsid=True,
+        setsigmask=(),  # our blocked set is ours: sshd must see its signals
+        setsigdef=CONTROL_SIGNALS,
     )
     log(f"sshd started (pid {sshd_pid} in the host)")
 
 
-def on_usr1(_sig: int, _frame: object) -> None:
+def stop_sshd() -> None:
     global sshd_pid
     if sshd_pid is None:
         return
     pid, sshd_pid = sshd_pid, None
     try:
         os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)  # synchronous: a SIGUSR2 queued behind us then starts a fresh sshd
+        os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
     log("sshd stopped")
 
 
-def on_usr2(_sig: int, _frame: object) -> None:
-    start_sshd()
+def reap() -> None:
+    """Reap every child that has exited (orphans of the host end up with us)."""
+    global sshd_pid
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid == sshd_pid:
+            log(f"sshd exited ({os.waitstatus_to_exitcode(status)}) at {time.time():.3f}")
+            sshd_pid = None
 
 
-def on_term(_sig: int, _frame: object) -> None:
+def kill_all_and_exit() -> None:
     # kill(-1) from PID 1 of a PID namespace signals every other process in it
     try:
         os.kill(-1, signal.SIGKILL)
@@ -149,8 +163,24 @@ def on_term(_sig: int, _frame: object) -> None:
     os._exit(0)
 
 
+def serve() -> None:
+    """The control loop: signals are blocked and taken one at a time with sigwaitinfo, so a
+    stop and a start sent back to back are handled in order and never interleave (Python
+    signal handlers could nest, and a start running inside an unfinished stop was lost)."""
+    start_sshd()
+    while True:
+        info = signal.sigwaitinfo(CONTROL_SIGNALS)
+        if info.si_signo == signal.SIGUSR1:
+            stop_sshd()
+        elif info.si_signo == signal.SIGUSR2:
+            start_sshd()
+        elif info.si_signo == signal.SIGTERM:
+            kill_all_and_exit()
+        reap()
+
+
 def main() -> None:
-    global log_fd, sshd_pid
+    global log_fd
     with open(sys.argv[1]) as f:
         spec: dict[str, Any] = json.load(f)
     log_fd = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -163,20 +193,13 @@ def main() -> None:
     os.chdir("/")
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
-    signal.signal(signal.SIGUSR1, on_usr1)
-    signal.signal(signal.SIGUSR2, on_usr2)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # wake pause() when a child dies
-    start_sshd()
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            signal.pause()
-            continue
-        if pid == sshd_pid:
-            log(f"sshd exited ({os.waitstatus_to_exitcode(status)}) at {time.time():.3f}")
-            sshd_pid = None
+    # Blocked first (a signal arriving in between stays pending for serve()), and handlers as
+    # well: the kernel drops a signal sent from the parent namespace to a namespace's init
+    # that neither handles nor blocks it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
+    for sig in CONTROL_SIGNALS:
+        signal.signal(sig, lambda _s, _f: None)
+    serve()
 
 
 if __name__ == "__main__":

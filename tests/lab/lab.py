@@ -384,14 +384,14 @@ class Lab(LabClient):
         """Stop ``host``'s sshd listener (new connections are refused).  ``drop_sessions`` also
         kills every sshd session process, so open connections break too (a host going down)."""
         h = self.host(host)
-        os.kill(h.init_pid, signal.SIGUSR1)
-        if drop_sessions:
+        os.kill(h.init_pid, signal.SIGUSR1)  # the host's init stops the listener itself
+        self.wait_port_closed(h, SSH_PORT, timeout)
+        if drop_sessions:  # then what is left of sshd in the host: the sessions
             pidns = _link_inode(h.init_pid, "pid")
             for pid in _all_pids():
                 if pid != h.init_pid and _link_inode(pid, "pid") == pidns and _comm(pid) == "sshd":
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-        self.wait_port_closed(h, SSH_PORT, timeout)
 
     def start_sshd(self, host: str | int | Host, timeout: float = 10.0) -> None:
         h = self.host(host)
