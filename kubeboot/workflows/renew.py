@@ -105,6 +105,23 @@ def _containers(component: str) -> str:
             f"timeout 30 ctr -n k8s.io tasks ls | awk -v c=$c '$1==c && $3==\"RUNNING\" {{print c}}'; done")
 
 
+# Seconds a stopped component gets to exit on SIGTERM before SIGKILL, as the kubelet's grace period does. Shorter
+# than the pod's 30 s: out of the load balancer, what keeps an API server alive after SIGTERM is its open watches,
+# which it holds until its own 60 s shutdown deadline and which every client re-opens elsewhere anyway.
+STOP_GRACE = 10
+
+
+def stop_containers(ids: Sequence[str], grace: int) -> str:
+    """Shell: SIGTERM the containers' tasks, wait up to `grace` seconds for them to exit, SIGKILL what still runs."""
+    q = " ".join(shlex.quote(c) for c in ids)
+    running = ("timeout 30 ctr -n k8s.io tasks ls | awk -v c=$c '$1==c && $3==\"RUNNING\" {f=1} END {exit !f}'")
+    return (f"for c in {q}; do timeout 30 ctr -n k8s.io tasks kill -s SIGTERM $c || true; done; "
+            f"end=$(( $(date +%s) + {grace} )); "
+            f"while [ $(date +%s) -lt $end ]; do left=0; for c in {q}; do if {running}; then left=1; fi; done; "
+            f"[ $left = 0 ] && break; sleep 0.5; done; "
+            f"for c in {q}; do if {running}; then timeout 30 ctr -n k8s.io tasks kill -s SIGKILL $c || true; fi; done")
+
+
 def restart_components(s: Session, host: Host, components: Sequence[str], timeout: float) -> None:
     """Stop the components' running containers (the kubelet starts them again from the same manifests, which now
     read the renewed files) and wait until each has a new one; the API server must also be ready again. All at
@@ -118,9 +135,10 @@ def restart_components(s: Session, host: Host, components: Sequence[str], timeou
         return {ln.split()[0]: set(ln.split()[1:]) for ln in lines if ln.strip()}
 
     before = running()
-    kill = " ".join(f"timeout 30 ctr -n k8s.io tasks kill -s SIGTERM {c};" for ids in before.values() for c in sorted(ids))
-    if kill:
-        t.run(kill, display=f"stop the containers of {', '.join(components)} (the kubelet starts them again)")
+    ids = sorted(c for got in before.values() for c in got)
+    if ids:
+        t.run(stop_containers(ids, STOP_GRACE),
+              display=f"stop the containers of {', '.join(components)} (the kubelet starts them again)")
     deadline = time.monotonic() + timeout
     waiting = list(components)
     while waiting:
