@@ -157,3 +157,17 @@ class SnapshotMismatchError(KubebootError):
     directory's): its Secrets and tokens would not fit this cluster's keys. Nothing is touched."""
 
     exit_code = 23
+
+
+class ForeignClusterError(KubebootError):
+    """`up`: a host already belongs to another cluster (its /etc/kubernetes/pki/ca.crt is not the state directory's
+    CA, or the hosts hold different CAs). Checked before anything is written: going on would overwrite a CA."""
+
+    exit_code = 24
+
+
+class AdoptError(KubebootError):
+    """`up` adopting an existing cluster: what the control planes hold cannot be taken over (a CA without its key,
+    a missing service-account key, a CA certificate and key that are not a pair). Nothing is written."""
+
+    exit_code = 25

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubeboot import output
 from kubeboot.errors import ConfigError, ImageArchiveError, Problem
-from kubeboot.offline import RenderResult, render
+from kubeboot.offline import RenderResult, load_inventory, render
 from kubeboot.phases.base import RunOptions
 from kubeboot.phases.files import FILES
 from kubeboot.phases.images import IMAGES
@@ -37,8 +37,12 @@ from kubeboot.plan.facts import HostFacts
 from kubeboot.render.cluster import RenderHints, render_cluster
 from kubeboot.render.images import required_images
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
+from kubeboot import state
 from kubeboot.config.model import ClusterConfig
-from kubeboot.transport.base import Transport
+from kubeboot.runner import ssh_targets
+from kubeboot.transport.base import Transport, close_all
+from kubeboot.transport.ssh import SSHTransport
+from kubeboot.workflows.adopt import adopt_existing
 
 
 INIT = Phase("init", "The first control plane, then what kubeadm init does once its API server runs", children=(
@@ -126,6 +130,19 @@ def archive_dir(req: UpRequest, cfg_dir: str | None) -> tuple[Path, str] | None:
 
 def up(req: UpRequest, reporter: output.Reporter,
        transports: Mapping[str, Transport] | None = None) -> tuple[RenderResult, RunResult]:
+    # before the PKI is decided: the nodes may already be a cluster (adopt it) or another cluster (refuse)
+    cfg0 = load_inventory(req.inventory)
+    root = req.state_dir or state.default_state_dir(req.inventory, cfg0.name)
+    trace = TraceLog(root / "trace.log")
+    conns: dict[str, Transport] = dict(transports) if transports is not None else {
+        name: SSHTransport(target, trace=trace)
+        for name, target in ssh_targets(cfg0, req.connect).items()}
+    try:
+        adopt_existing(cfg0, root, conns, reporter, req.connect.concurrency)
+    except BaseException:
+        if transports is None:
+            close_all(conns.values())
+        raise
     rendered = render(req.inventory, req.state_dir)
     for w in rendered.config.warnings:
         reporter.warn("config", None, w)
@@ -154,8 +171,7 @@ def up(req: UpRequest, reporter: output.Reporter,
         s.inventory = req.inventory
         return s
 
-    trace = TraceLog(rendered.state_dir / "trace.log")
-    runner = Runner(cfg, placed_by_up(cfg, rendered.hosts), options, req.connect, reporter, trace, transports,
+    runner = Runner(cfg, placed_by_up(cfg, rendered.hosts), options, req.connect, reporter, trace, conns,
                     rerender, session, lambda h: PROBED)
     try:
         result = runner.run(UP, req.only, req.skip, req.dry_run)
