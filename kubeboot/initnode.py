@@ -7,7 +7,6 @@ Existing key material under /etc/kubernetes is reused (a re-run converges instea
 
 from __future__ import annotations
 
-import base64
 import ssl
 import time
 import urllib.request
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 
 from kubeboot import output, state
 from kubeboot.apiphases import (
@@ -30,8 +28,8 @@ from kubeboot.config.load import single_control_plane
 from kubeboot.config.model import ClusterConfig
 from kubeboot.errors import RemoteCommandError, WaitTimeoutError
 from kubeboot.kube import client as kc
-from kubeboot.pki.bundle import LEAVES_BY_ID, clients_for, plan_pki
-from kubeboot.pki.certs import CAS
+from kubeboot.pki.adopt import node_material
+from kubeboot.pki.bundle import plan_pki
 from kubeboot.pki.keys import KeyGen, generate_key
 from kubeboot.pki.tokens import generate_token
 from kubeboot.plan.artifact import Artifact
@@ -148,41 +146,7 @@ def _existing_material(root: Path, cfg: ClusterConfig) -> dict[str, bytes]:
         p = root / path.lstrip("/")
         return p.read_bytes() if p.exists() else None
 
-    return existing_material(read, cfg)
-
-
-def existing_material(read: Callable[[str], bytes | None], cfg: ClusterConfig,
-                      cas: bool = True) -> dict[str, bytes]:
-    """The node's key material (read(absolute path) -> bytes, None when absent) in the state layout the PKI core
-    reuses from: the CAs and the sa key pair (unless cas=False), this node's leaf certificates and the client
-    certificates embedded in its kubeconfigs."""
-    host = cfg.first_control_plane
-    out: dict[str, bytes] = {}
-
-    def take(key: str, path: str) -> None:
-        data = read(path)
-        if data is not None:
-            out[key] = data
-
-    if cas:
-        for spec in CAS:
-            for ext in (".crt", ".key"):
-                take(f"pki/{spec.base}{ext}", f"/etc/kubernetes/pki/{spec.base}{ext}")
-        for name in ("sa.key", "sa.pub"):
-            take(f"pki/{name}", f"/etc/kubernetes/pki/{name}")
-    for leaf in LEAVES_BY_ID.values():
-        for ext in (".crt", ".key"):
-            take(f"hosts/{host.name}/pki/{leaf.base}{ext}", f"/etc/kubernetes/pki/{leaf.base}{ext}")
-    for client in clients_for(cfg, host):
-        data = read(f"/etc/kubernetes/{client.file}")
-        if data is None:
-            continue
-        user = ((yaml.safe_load(data) or {}).get("users") or [{}])[0].get("user", {})
-        stem = client.file.removesuffix(".conf")
-        if "client-certificate-data" in user and "client-key-data" in user:
-            out[f"hosts/{host.name}/clients/{stem}.crt"] = base64.b64decode(user["client-certificate-data"])
-            out[f"hosts/{host.name}/clients/{stem}.key"] = base64.b64decode(user["client-key-data"])
-    return out
+    return node_material(read, cfg, cfg.first_control_plane)
 
 
 def _write(root: Path, artifacts: list[Artifact], result: InitResult) -> None:

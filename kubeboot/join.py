@@ -24,6 +24,7 @@ from kubeboot.errors import CertificateKeyError, ConfigError, JoinError, Problem
 from kubeboot.etcdapi import EtcdClient, wait
 from kubeboot.kube import client as kc
 from kubeboot.kube import objects
+from kubeboot.pki.adopt import node_material
 from kubeboot.pki.bundle import ClusterPki, plan_pki
 from kubeboot.pki.keys import KeyGen, generate_key
 from kubeboot.pki.protocol import decrypt_shared_files, parse_certificate_key, parse_pin
@@ -300,9 +301,7 @@ def _join_control_plane(req: JoinRequest, rep: output.Reporter, api: k8s.ApiClie
     if node.exists("/etc/kubernetes/pki/apiserver.crt"):
         # a join that stopped halfway left this node's own certificates: the valid ones are kept (kubeadm's "Using
         # the existing certificate and key"), so resuming rewrites nothing that is still right
-        from kubeboot.initnode import existing_material
-
-        stored.update(existing_material(node.read, cfg, cas=False))
+        stored.update(node_material(node.read, cfg, host, cas=False))
     pki, _changes = plan_pki(cfg, stored, now or datetime.now(timezone.utc), keygen)
     kubelet = _kubelet_files(req, _kubelet_config(api), node.systemd_resolved())  # the cluster's kubelet-config, as kubeadm join uses
     # what kubeadm join writes: /etc/kubernetes (PKI, kubeconfigs, manifests) and the kubelet's files — not the

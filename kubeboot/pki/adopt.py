@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from kubeboot.config.model import ClusterConfig, Host
 from kubeboot.errors import AdoptError, ForeignClusterError
-from kubeboot.pki.bundle import CLIENTS
+from kubeboot.pki.bundle import CLIENTS, clients_for
 from kubeboot.pki.certs import CAS, LEAVES
 from kubeboot.pki.keys import load_private_key, same_public_key
 
@@ -101,11 +101,40 @@ def _pair_ok(crt: bytes, key: bytes) -> bool:
         return False
 
 
+def node_material(read: Callable[[str], bytes | None], cfg: ClusterConfig, host: Host,
+                  cas: bool = True) -> dict[str, bytes]:
+    """A control plane's key material (read(absolute path) -> bytes, None when absent) in the state layout plan_pki
+    reuses from: the CAs and the sa key pair (unless cas=False), the host's leaf certificates and the client
+    certificates embedded in its kubeconfigs. (A leaf whose key does not fit is re-issued by plan_pki.)"""
+    out: dict[str, bytes] = {}
+
+    def take(key: str, path: str) -> None:
+        data = read(path)
+        if data is not None:
+            out[key] = data
+
+    if cas:
+        for spec in CAS:
+            for ext in ("crt", "key"):
+                take(f"pki/{spec.base}.{ext}", f"{PKI}/{spec.base}.{ext}")
+        for name in ("sa.key", "sa.pub"):
+            take(f"pki/{name}", f"{PKI}/{name}")
+    for leaf in LEAVES:
+        for ext in ("crt", "key"):
+            take(f"hosts/{host.name}/pki/{leaf.base}.{ext}", f"{PKI}/{leaf.base}.{ext}")
+    for client in clients_for(cfg, host):
+        data = read(f"{K8S}/{client.file}")
+        pair = kubeconfig_client(data) if data is not None else None
+        if pair is not None:
+            stem = client.file.removesuffix(".conf")
+            out[f"hosts/{host.name}/clients/{stem}.crt"], out[f"hosts/{host.name}/clients/{stem}.key"] = pair
+    return out
+
+
 def adopt(cfg: ClusterConfig, files: Mapping[str, Mapping[str, bytes | None]]) -> Adopted | None:
     """State entries from the control planes' files (`files[host][path]`, None for absent), or None when no
     control plane holds a cluster CA (a new cluster). The first control plane (inventory order) that holds the CA
-    key provides the CAs and the sa key pair; each control plane provides its own leaves and client certificates.
-    Unusable leaves (a key that does not match) are left out: plan_pki issues them anew."""
+    key provides the CAs and the sa key pair; each control plane provides its own leaves and client certificates."""
     cps: Sequence[Host] = [h for h in cfg.control_planes if files.get(h.name, {}).get(CA_CERT) is not None]
     if not cps:
         return None
@@ -117,38 +146,18 @@ def adopt(cfg: ClusterConfig, files: Mapping[str, Mapping[str, bytes | None]]) -
                          hint="kubeboot needs the cluster CA's key to issue certificates; adopt a cluster whose "
                               "control planes hold it (kubeadm's default)")
     src = files[source.name]
-    entries: dict[str, bytes] = {}
     for spec in CAS:
         crt, key = src.get(f"{PKI}/{spec.base}.crt"), src.get(f"{PKI}/{spec.base}.key")
         if crt is None or key is None or not _pair_ok(crt, key):
             raise AdoptError(f"{source.name}: {PKI}/{spec.base}.crt/.key missing or not a pair; nothing was changed",
                              hint=f"restore {PKI}/{spec.base}.* on {source.name} from a backup")
-        entries[f"pki/{spec.base}.crt"] = crt
-        entries[f"pki/{spec.base}.key"] = key
-    sa_key, sa_pub = src.get(f"{PKI}/sa.key"), src.get(f"{PKI}/sa.pub")
-    if sa_key is None:
+    if src.get(f"{PKI}/sa.key") is None:
         raise AdoptError(f"{source.name}: {PKI}/sa.key is missing; nothing was changed",
                          hint="a new service-account key would invalidate every token: restore it from a backup")
-    entries["pki/sa.key"] = sa_key
-    if sa_pub is not None:
-        entries["pki/sa.pub"] = sa_pub
+    entries: dict[str, bytes] = {}
     per_host: dict[str, int] = {}
     for h in cps:
-        got = files[h.name]
-        n = 0
-        for leaf in LEAVES:
-            crt, key = got.get(f"{PKI}/{leaf.base}.crt"), got.get(f"{PKI}/{leaf.base}.key")
-            if crt is not None and key is not None and _pair_ok(crt, key):
-                entries[f"hosts/{h.name}/pki/{leaf.base}.crt"] = crt
-                entries[f"hosts/{h.name}/pki/{leaf.base}.key"] = key
-                n += 1
-        for client in CLIENTS:
-            data = got.get(f"{K8S}/{client.file}")
-            pair = kubeconfig_client(data) if data is not None else None
-            if pair is not None and _pair_ok(*pair):
-                stem = client.file.removesuffix(".conf")
-                entries[f"hosts/{h.name}/clients/{stem}.crt"] = pair[0]
-                entries[f"hosts/{h.name}/clients/{stem}.key"] = pair[1]
-                n += 1
-        per_host[h.name] = n
+        got = node_material(files[h.name].get, cfg, h, cas=h is source)
+        per_host[h.name] = sum(1 for k in got if k.startswith("hosts/") and k.endswith(".crt"))
+        entries.update(got)
     return Adopted(entries, source.name, per_host)
