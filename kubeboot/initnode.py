@@ -33,7 +33,8 @@ from kubeboot.pki.bundle import plan_pki
 from kubeboot.pki.keys import KeyGen, generate_key
 from kubeboot.pki.tokens import generate_token
 from kubeboot.plan.artifact import Artifact
-from kubeboot.render.cluster import RenderHints, local_api_url, render_host
+from kubeboot.render.cluster import (KUBELET_CLIENT_PEM, RenderHints, kubelet_kubeconfig, local_api_url,
+                                     render_host)
 
 WAIT_TIMEOUT = 240.0  # kubeadm ControlPlaneComponentHealthCheck
 
@@ -166,7 +167,8 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
     for ch in changes:
         if ch.action != "kept":
             rep.info("certs", host.name, f"{ch.action} {ch.item}" + (f" ({ch.reason})" if ch.reason != "missing" else ""))
-    hints = RenderHints(systemd_resolved=systemd_resolved_active(root))
+    pem = root / KUBELET_CLIENT_PEM.lstrip("/")
+    hints = RenderHints(systemd_resolved=systemd_resolved_active(root), kubelet_client_rotated=pem.exists())
     artifacts = [a for a in render_host(cfg, pki, generate_token(now), host, hints)
                  if a.path.startswith(("/etc/kubernetes/", "/var/lib/kubelet/"))]
     _write(root, artifacts, result)
@@ -182,6 +184,10 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
     local = local_api_url(host)
     wait_live(local, req.wait_timeout)
     rep.phase_done("wait-control-plane", f"API server live at {local}")
+    if root == Path("/") and not hints.kubelet_client_rotated and pem.exists():  # kubeadm's kubelet-finalize
+        if state.write_files_under(root, [kubelet_kubeconfig(cfg, pki, host, rotated=True)]):
+            rep.info("kubelet-finalize", host.name, "kubelet.conf now uses the kubelet's rotated client certificate; "
+                                                    + restart_kubelet())
 
     admin_path = root / "etc/kubernetes/admin.conf"
     admin = kc.from_kubeconfig(admin_path)

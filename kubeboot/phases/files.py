@@ -7,8 +7,10 @@ from kubeboot.config.model import Host
 from kubeboot.phases.base import Phase, PhaseContext
 from kubeboot.plan.actions import Action, RunCommand, WriteFile, file_actions
 
+# what the kubelet reads only when it starts (kubelet.conf too: kubelet-finalize's rewrite needs a restart)
 KUBELET_INPUTS = ("/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env",
-                  "/var/lib/kubelet/instance-config.yaml", "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf")
+                  "/var/lib/kubelet/instance-config.yaml", "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+                  "/etc/kubernetes/kubelet.conf")
 DROP_IN = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
 NGINX = "/etc/nginx/nginx.conf"
 CONTAINERD = "/etc/containerd/config.toml"

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kubeboot.config.model import APISERVER_BIND_PORT, ClusterConfig, Host
-from kubeboot.pki.bundle import ClusterPki, clients_for
+from kubeboot.pki.bundle import CLIENTS, ClusterPki, clients_for
 from kubeboot.pki.certs import CAS, LEAVES
 from kubeboot.pki.keys import private_key_pem, public_key_pem
 from kubeboot.pki.tokens import BootstrapToken
@@ -27,6 +27,10 @@ class RenderHints:
     ca_dirs: Sequence[str] = manifests.DEFAULT_CA_DIRS
     lb_backends: Sequence[str] | None = None  # control planes the load balancer proxies to (None: all)
     systemd_resolved: bool = False  # the systemd-resolved service is active (the kubelet's resolvConf follows)
+    kubelet_client_rotated: bool = False  # the kubelet keeps its client certificate in KUBELET_CLIENT_PEM
+
+
+KUBELET_CLIENT_PEM = "/var/lib/kubelet/pki/kubelet-client-current.pem"
 
 
 def local_api_url(host: Host) -> str:
@@ -43,6 +47,21 @@ def _kubeconfig_server(cfg: ClusterConfig, host: Host, file: str) -> str:
     return cfg.control_plane_endpoint.url()
 
 
+def kubelet_kubeconfig(cfg: ClusterConfig, pki: ClusterPki, host: Host, rotated: bool) -> Artifact:
+    """The first control plane's kubelet.conf. As `kubeadm init` writes it: the node's client certificate embedded;
+    once the kubelet keeps a rotated one (KUBELET_CLIENT_PEM exists), as kubeadm's kubelet-finalize phase rewrites
+    it: pointing at that file, so the certificate the kubelet renews is the one it uses."""
+    server, ca_pem = _kubeconfig_server(cfg, host, "kubelet.conf"), pki.cas["ca"].cert_pem()
+    user = next(c for c in CLIENTS if c.file == "kubelet.conf").cn_for(host)
+    if rotated:
+        content = kubeconfig.file_cert_kubeconfig(cfg.cluster_name, server, ca_pem, user, KUBELET_CLIENT_PEM)
+    else:
+        pair = pki.clients[(host.name, "kubelet.conf")]
+        content = kubeconfig.client_cert_kubeconfig(cfg.cluster_name, server, ca_pem, user, pair.cert_pem(),
+                                                    pair.key_pem())
+    return Artifact(f"{K8S}/kubelet.conf", content, 0o600, secret=True)
+
+
 def _control_plane_files(cfg: ClusterConfig, pki: ClusterPki, host: Host, facts: RenderHints) -> list[Artifact]:
     out: list[Artifact] = []
     for spec in CAS:
@@ -55,11 +74,14 @@ def _control_plane_files(cfg: ClusterConfig, pki: ClusterPki, host: Host, facts:
         pair = pki.leaves[(host.name, leaf.id)]
         out.append(Artifact(f"{PKI}/{leaf.base}.crt", pair.cert_pem(), 0o644))
         out.append(Artifact(f"{PKI}/{leaf.base}.key", pair.key_pem(), 0o600, secret=True))
-    ca_pem = pki.cas["ca"].cert_pem()
     for client in clients_for(cfg, host):
+        if client.file == "kubelet.conf":
+            out.append(kubelet_kubeconfig(cfg, pki, host, facts.kubelet_client_rotated))
+            continue
         pair = pki.clients[(host.name, client.file)]
         content = kubeconfig.client_cert_kubeconfig(cfg.cluster_name, _kubeconfig_server(cfg, host, client.file),
-                                                    ca_pem, client.cn_for(host), pair.cert_pem(), pair.key_pem())
+                                                    pki.cas["ca"].cert_pem(), client.cn_for(host), pair.cert_pem(),
+                                                    pair.key_pem())
         out.append(Artifact(f"{K8S}/{client.file}", content, 0o600, secret=True))
     pods = {
         "etcd": manifests.etcd(cfg, host),

@@ -34,6 +34,12 @@ def client_cert_kubeconfig(cluster: str, server: str, ca_pem: bytes, user: str, 
                        {"client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)})
 
 
+def file_cert_kubeconfig(cluster: str, server: str, ca_pem: bytes, user: str, pem_path: str) -> bytes:
+    """A kubeconfig whose client certificate and key are one file on the node: kubelet.conf once kubeadm's
+    kubelet-finalize phase pointed it at the kubelet's rotated kubelet-client-current.pem."""
+    return _kubeconfig(cluster, server, ca_pem, user, {"client-certificate": pem_path, "client-key": pem_path})
+
+
 def token_kubeconfig(cluster: str, server: str, ca_pem: bytes, user: str, token: str) -> bytes:
     """bootstrap-kubelet.conf: the bootstrap token authenticates the kubelet's first CSR."""
     return _kubeconfig(cluster, server, ca_pem, user, {"token": token})

@@ -18,7 +18,8 @@ from kubeboot.join import JoinRequest, join
 from kubeboot.kube import client as kc
 from kubeboot.kube import objects
 from kubeboot.pki.protocol import KUBEADM_CERTS_FILES, ca_cert_hash
-from kubeboot.render.cluster import local_api_url
+from kubeboot.plan.actions import RunCommand, file_actions
+from kubeboot.render.cluster import KUBELET_CLIENT_PEM, kubelet_kubeconfig, local_api_url
 from kubeboot.render.node import kubelet_config
 from kubeboot.workflows.nodes import RemoteNode
 from kubeboot.workflows.session import Session, lb_backends, ready
@@ -87,6 +88,23 @@ def wait_control_plane(s: Session) -> None:
         s.change(None, f"{outcome} clusterrolebinding/kubeadm:cluster-admins (admin.conf's group)")
     kc.wait_cluster_admin(s.admin())
     s.done(f"API server ready at {url}" + (f"; {len(s.planned)} change(s)" if s.planned else ""))
+
+
+def kubelet_finalize(s: Session) -> None:
+    """kubeadm init's kubelet-finalize: once the first control plane's kubelet keeps its client certificate in
+    kubelet-client-current.pem (rotation on), kubelet.conf points at that file instead of embedding the
+    certificate `init` wrote (which would never be renewed), and the kubelet restarts to read it."""
+    s.start()
+    host = s.cfg.first_control_plane
+    if KUBELET_CLIENT_PEM not in s.runner.facts[host.name].files:  # a kubelet started in this run: look again
+        s.runner.gather([host])
+    facts = s.runner.facts[host.name]
+    if KUBELET_CLIENT_PEM in facts.files:
+        writes = file_actions((kubelet_kubeconfig(s.cfg, s.rendered.pki, host, rotated=True),), facts)
+        if writes:
+            s.apply(host, [*writes, RunCommand("systemctl restart kubelet", "kubelet.conf now uses the kubelet's "
+                                                                            "rotated client certificate")])
+    s.done()
 
 
 def upload_config(s: Session) -> None:

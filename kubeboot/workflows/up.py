@@ -34,7 +34,7 @@ from kubeboot.workflows.workers import join_workers
 from kubeboot.plan.archives import ArchiveError, ImageArchive, read_archive
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import HostFacts
-from kubeboot.render.cluster import RenderHints, render_cluster
+from kubeboot.render.cluster import KUBELET_CLIENT_PEM, RenderHints, render_cluster
 from kubeboot.render.images import required_images
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
 from kubeboot import state
@@ -48,6 +48,8 @@ from kubeboot.workflows.adopt import adopt_existing
 INIT = Phase("init", "The first control plane, then what kubeadm init does once its API server runs", children=(
     Phase("wait-control-plane", "Wait for the API server through the endpoint; admin.conf becomes cluster admin",
           step=cp.wait_control_plane),
+    Phase("kubelet-finalize", "kubelet.conf points at the kubelet's rotated client certificate",
+          step=cp.kubelet_finalize),
     Phase("upload-config", "Store kubeadm-config and kubelet-config in kube-system", step=cp.upload_config),
     Phase("bootstrap-token", "The bootstrap token, node-bootstrap RBAC and cluster-info", step=cp.bootstrap_token),
     Phase("mark-control-plane", "Label and taint the first control plane's Node", step=cp.mark_first_control_plane),
@@ -162,7 +164,8 @@ def up(req: UpRequest, reporter: output.Reporter,
     def rerender(facts: Mapping[str, HostFacts]) -> Mapping[str, tuple[Artifact, ...]]:
         backends = lb_backends(cfg, facts)
         per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends,
-                                      systemd_resolved=f.systemd_resolved)
+                                      systemd_resolved=f.systemd_resolved,
+                                      kubelet_client_rotated=KUBELET_CLIENT_PEM in f.files)
                     for name, f in facts.items()}
         return placed_by_up(cfg, render_cluster(cfg, rendered.pki, rendered.token, per_host))
 

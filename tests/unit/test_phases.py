@@ -857,13 +857,13 @@ def test_files_without_systemd_places_files_but_touches_no_service(cl: Cluster) 
 def test_flatten_lists_the_leaves_of_up_in_order() -> None:
     assert [s.path for s in flatten(UP)] == ["preflight", "prepare/swap", "prepare/selinux", "prepare/firewall",
                                             "prepare/kernel", "runtime/packages", "runtime/containerd", "images",
-                                            "load-balancer", "etcd-snapshot", "files", "init/wait-control-plane", "init/upload-config",
+                                            "load-balancer", "etcd-snapshot", "files", "init/wait-control-plane", "init/kubelet-finalize", "init/upload-config",
                                             "init/bootstrap-token", "init/mark-control-plane", "init/addons/coredns",
                                             "init/addons/kube-proxy", "join-control-planes", "join-workers", "cni",
                                             "kubectl"]
     assert set(all_paths(UP)) == {"preflight", "prepare", "prepare/swap", "prepare/selinux", "prepare/firewall",
                                   "prepare/kernel", "runtime", "runtime/packages", "runtime/containerd", "images",
-                                  "load-balancer", "etcd-snapshot", "files", "init", "init/wait-control-plane", "init/upload-config",
+                                  "load-balancer", "etcd-snapshot", "files", "init", "init/wait-control-plane", "init/kubelet-finalize", "init/upload-config",
                                   "init/bootstrap-token", "init/mark-control-plane", "init/addons",
                                   "init/addons/coredns", "init/addons/kube-proxy", "join-control-planes",
                                   "join-workers", "cni", "kubectl"}

@@ -118,3 +118,23 @@ def test_pure_core_never_imports_the_shell() -> None:
     offenders = [str(p.relative_to(root)) for layer in ("config", "pki", "render", "plan")
                  for p in (root / layer).rglob("*.py") if forbidden.search(p.read_text())]
     assert offenders == []
+
+
+def test_first_control_plane_kubelet_conf_follows_kubelet_finalize(keygen, now) -> None:  # type: ignore[no-untyped-def]
+    """kubeadm init embeds the node's client certificate; kubelet-finalize then points kubelet.conf at the kubelet's
+    rotated certificate, in client-go's key order (clientcmd.WriteToFile)."""
+    from kubeboot.render.cluster import KUBELET_CLIENT_PEM, RenderHints, render_host
+
+    cfg = parse_inventory(copy.deepcopy(BASE))
+    pki, _ = plan_pki(cfg, {}, now, keygen)
+    token = generate_token(now)
+    embedded = _by_path(render_host(cfg, pki, token, cfg.host("cp1")))["/etc/kubernetes/kubelet.conf"].content
+    assert b"client-certificate-data" in embedded
+    arts = render_host(cfg, pki, token, cfg.host("cp1"), RenderHints(kubelet_client_rotated=True))
+    rotated = _by_path(arts)["/etc/kubernetes/kubelet.conf"]
+    assert rotated.mode == 0o600
+    doc = yaml.safe_load(rotated.content)
+    assert doc["users"] == [{"name": "system:node:cp1", "user": {"client-certificate": KUBELET_CLIENT_PEM,
+                                                                  "client-key": KUBELET_CLIENT_PEM}}]
+    assert doc["clusters"] == yaml.safe_load(embedded)["clusters"] and b"PRIVATE KEY" not in rotated.content
+    assert rotated.content.endswith(b"    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem\n")
