@@ -341,6 +341,19 @@ def test_a_worker_joined_by_the_real_kubeadm_beside_kubeboots_nodes(ha: Cluster)
     assert f"{h}: join" not in again.stderr
 
 
+def test_kubeadm_upgrade_plan_reads_a_kubeboot_control_plane(ha: Cluster) -> None:
+    """A kubeboot cluster stays a kubeadm cluster: the real kubeadm on a control plane reads kubeadm-config, runs its
+    cluster health checks and plans (the target version given, so it asks no release server)."""
+    cp = CPS[1]
+    ha.sh(cp, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubeadm >/dev/null")
+    out = ha.lab.run_in(cp, ["kubeadm", "upgrade", "plan", "v1.37.2"], timeout=180, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert 'Reading configuration from the "kubeadm-config" ConfigMap' in text
+    assert "[upgrade/versions] Cluster version: 1.37.2" in text and "Target version: v1.37.2" in text
+    assert "error" not in text.lower() and "WARNING" not in text, text
+
+
 # --- failover, as the recipe states it ----------------------------------------------------------------
 
 def test_failover_one_master_down_then_two_then_recovery(ha: Cluster) -> None:
