@@ -28,6 +28,7 @@ class RenderHints:
     lb_backends: Sequence[str] | None = None  # control planes the load balancer proxies to (None: all)
     systemd_resolved: bool = False  # the systemd-resolved service is active (the kubelet's resolvConf follows)
     kubelet_client_rotated: bool = False  # the kubelet keeps its client certificate in KUBELET_CLIENT_PEM
+    package_dropin: bool = False  # the kubeadm package's kubelet drop-in is there and kubeboot's is not
 
 
 KUBELET_CLIENT_PEM = "/var/lib/kubelet/pki/kubelet-client-current.pem"
@@ -116,7 +117,7 @@ def render_host(cfg: ClusterConfig, pki: ClusterPki, token: BootstrapToken, host
     elif host.is_worker:
         out += _worker_files(cfg, pki, token)
     if host.is_node:
-        out += node_artifacts(cfg, host, facts.systemd_resolved)
+        out += node_artifacts(cfg, host, facts.systemd_resolved, facts.package_dropin)
     lb = nginx_conf(cfg, host, facts.lb_backends)
     if lb is not None:
         out.append(lb)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 
 from kubeboot.config.components import deep_merge
 from kubeboot.config.model import ClusterConfig, Host
 from kubeboot.plan.artifact import Artifact
+from kubeboot.render.addons import go_yaml
 from kubeboot.render.images import pause_image
 from kubeboot.render.templates import render_template
 
@@ -20,6 +20,34 @@ KUBELET_DIR = "/var/lib/kubelet"
 KUBELET_BINARY = "/usr/bin/kubelet"
 SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 KUBELET_RESOLV_CONF = "/etc/resolv.conf"  # the kubelet's own default
+
+
+# What kubeadm writes for the KubeletConfiguration fields left unset: it marshals the typed v1beta1 struct, and
+# encoding/json's omitempty never omits a struct (metav1.Duration, LoggingConfiguration, ...), so these appear with
+# zero values in config.yaml and in the kubelet-config ConfigMap (seen from the real kubeadm 1.37.2 init and join).
+# The kubelet defaults a zero value as if unset, so they change nothing but bytes: the bytes a kubeadm node has.
+KUBEADM_ZERO_FIELDS: dict[str, Any] = {
+    "authentication": {"webhook": {"cacheTTL": "0s"}},
+    "authorization": {"webhook": {"cacheAuthorizedTTL": "0s", "cacheUnauthorizedTTL": "0s"}},
+    "cpuManagerReconcilePeriod": "0s",
+    "crashLoopBackOff": {},
+    "evictionPressureTransitionPeriod": "0s",
+    "fileCheckFrequency": "0s",
+    "httpCheckFrequency": "0s",
+    "imageMaximumGCAge": "0s",
+    "imageMinimumGCAge": "0s",
+    "logging": {"flushFrequency": 0, "options": {"json": {"infoBufferSize": "0"}, "text": {"infoBufferSize": "0"}},
+                "verbosity": 0},
+    "memorySwap": {},
+    "nodeStatusReportFrequency": "0s",
+    "nodeStatusUpdateFrequency": "0s",
+    "runtimeRequestTimeout": "0s",
+    "shutdownGracePeriod": "0s",
+    "shutdownGracePeriodCriticalPods": "0s",
+    "streamingConnectionIdleTimeout": "0s",
+    "syncFrequency": "0s",
+    "volumeStatsAggPeriod": "0s",
+}
 
 
 def kubelet_config(cfg: ClusterConfig) -> dict[str, Any]:
@@ -43,6 +71,7 @@ def kubelet_config(cfg: ClusterConfig) -> dict[str, Any]:
         "rotateCertificates": True,
         "staticPodPath": "/etc/kubernetes/manifests",
     }
+    doc = deep_merge(KUBEADM_ZERO_FIELDS, doc)
     return deep_merge(doc, cfg.kubelet_config) if cfg.kubelet_config else doc
 
 
@@ -83,8 +112,8 @@ def instance_config(cri_socket: str) -> Artifact:
 
 
 def kubelet_config_file(doc: dict[str, Any]) -> Artifact:
-    return Artifact(f"{KUBELET_DIR}/config.yaml", yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
-                    .encode(), 0o644)
+    """config.yaml as kubeadm writes it (its marshaller's key order and quoting)."""
+    return Artifact(f"{KUBELET_DIR}/config.yaml", go_yaml(doc).encode(), 0o644)
 
 
 def kubelet_dropin() -> Artifact:
@@ -104,14 +133,22 @@ def kubeadm_flags(cfg: ClusterConfig, host: Host) -> Artifact:
     return kubeadm_flags_env(args)
 
 
-def node_artifacts(cfg: ClusterConfig, host: Host, systemd_resolved: bool = False) -> list[Artifact]:
-    """`systemd_resolved`: the systemd-resolved service is active on the host (kubeadm's resolvConf rule)."""
+# where the kubeadm package (deb and rpm) installs its kubelet drop-in
+PACKAGE_DROPINS = ("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+                   "/lib/systemd/system/kubelet.service.d/10-kubeadm.conf")
+
+
+def node_artifacts(cfg: ClusterConfig, host: Host, systemd_resolved: bool = False,
+                   package_dropin: bool = False) -> list[Artifact]:
+    """`systemd_resolved`: the systemd-resolved service is active on the host (kubeadm's resolvConf rule).
+    `package_dropin`: the kubeadm package's drop-in starts this node's kubelet and kubeboot's is not there (a node
+    set up with kubeadm): it is the same drop-in, so kubeboot adds no copy in /etc (and restarts nothing for it)."""
     facts = cfg.version.facts
     sandbox = pause_image(cfg)
     out = [
         kubelet_config_file(kubelet_node_config(cfg, systemd_resolved)),
         kubeadm_flags(cfg, host),
-        kubelet_dropin(),
+        *([] if package_dropin else [kubelet_dropin()]),
         Artifact("/etc/containerd/config.toml",
                  render_template("containerd-config.toml.j2", version=cfg.version.version, sandbox_image=sandbox,
                                  cgroup_driver=cfg.runtime.cgroup_driver,

@@ -24,6 +24,7 @@ from kubeboot.plan.facts import FileState, HostFacts
 from kubeboot.render.cluster import KUBELET_CLIENT_PEM, local_api_url
 from kubeboot.render.lb import nginx_conf
 from kubeboot.render.manifests import etcd_client_url
+from kubeboot.render.node import PACKAGE_DROPINS
 from kubeboot.runner import RunResult, Runner
 
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -35,7 +36,7 @@ SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
 PROBED = (KUBELET_CONF, APISERVER_MANIFEST, ADMIN_CONF, "/etc/kubernetes/manifests/etcd.yaml",
           "/etc/kubernetes/manifests/kube-controller-manager.yaml", "/etc/kubernetes/manifests/kube-scheduler.yaml",
           "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/kubernetes/pki/ca.crt", "/root/.kube/config",
-          "/etc/bash_completion.d/kubectl", KUBELET_CLIENT_PEM)
+          "/etc/bash_completion.d/kubectl", KUBELET_CLIENT_PEM, *PACKAGE_DROPINS)
 
 
 def ready(url: str, timeout: float = 3.0) -> bool:

@@ -36,6 +36,8 @@ from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import HostFacts
 from kubeboot.render.cluster import KUBELET_CLIENT_PEM, RenderHints, render_cluster
 from kubeboot.render.images import required_images
+from kubeboot.render.node import PACKAGE_DROPINS
+from kubeboot.phases.files import DROP_IN
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
 from kubeboot import state
 from kubeboot.config.model import ClusterConfig
@@ -165,7 +167,9 @@ def up(req: UpRequest, reporter: output.Reporter,
         backends = lb_backends(cfg, facts)
         per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends,
                                       systemd_resolved=f.systemd_resolved,
-                                      kubelet_client_rotated=KUBELET_CLIENT_PEM in f.files)
+                                      kubelet_client_rotated=KUBELET_CLIENT_PEM in f.files,
+                                      package_dropin=DROP_IN not in f.files and
+                                      any(p in f.files for p in PACKAGE_DROPINS))
                     for name, f in facts.items()}
         return placed_by_up(cfg, render_cluster(cfg, rendered.pki, rendered.token, per_host))
 
