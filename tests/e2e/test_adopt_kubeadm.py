@@ -429,11 +429,6 @@ def test_up_adopts_without_replacing_a_certificate_or_a_container(kubeadm_cluste
     assert (state / "pki/ca.crt").read_bytes() == before[CP1].files["/etc/kubernetes/pki/ca.crt"]
 
 
-@pytest.mark.xfail(strict=True, reason="product: the adopting up restarts the kubelet on every node: it rewrites "
-                   "kubeadm's /var/lib/kubelet/config.yaml (kubeadm writes the zero-valued fields, cacheTTL: 0s ..., "
-                   "kubeboot omits them: the same configuration) and adds /etc/systemd/system/kubelet.service.d/"
-                   "10-kubeadm.conf beside the kubeadm package's /usr/lib/systemd/system/kubelet.service.d/"
-                   "10-kubeadm.conf (the same directives); see adopt-changes.txt")
 def test_up_adopting_restarts_neither_kubelet_nor_containerd(kubeadm_cluster: Adoption) -> None:
     a = kubeadm_cluster
     if a.adopt_run is None or a.after is None:
@@ -445,7 +440,7 @@ def test_up_adopting_restarts_neither_kubelet_nor_containerd(kubeadm_cluster: Ad
 def test_a_second_up_changes_nothing(kubeadm_cluster: Adoption) -> None:
     a = kubeadm_cluster
     if a.adopt_run is None or a.adopt_run.returncode != 0:
-        pytest.skip("the adopting up did not succeed")
+        pytest.fail("the adopting up did not succeed")
     before = record(a)
     again = a.c.kb("up", netns=True)
     (a.dir / "second-up.log").write_text(again.stdout + again.stderr)
@@ -466,7 +461,7 @@ def kb_read(a: Adoption, *args: str) -> subprocess.CompletedProcess[str]:
 def test_status_and_certs_check_expiration_on_the_adopted_cluster(kubeadm_cluster: Adoption) -> None:
     a = kubeadm_cluster
     if a.adopt_run is None or a.adopt_run.returncode != 0:
-        pytest.skip("the adopting up did not succeed")
+        pytest.fail("the adopting up did not succeed")
 
     def healthy() -> dict[str, Any] | None:
         res = kb_read(a, "status", "-o", "json")
