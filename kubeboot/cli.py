@@ -320,18 +320,21 @@ def reset(inventory: Path, state_dir: Path | None, hosts: str | None, force: boo
 @click.option("--drain-timeout", default=300.0, show_default=True, type=click.FloatRange(0.0),
               help="Seconds the pods get to be evicted (PodDisruptionBudgets respected).")
 @click.option("--force", is_flag=True, help="Remove a control plane even when etcd would lose quorum.")
+@click.option("--unreachable", is_flag=True,
+              help="NAME is gone (dead, powered off, unreachable): do not connect to it, drain it or reset it; take it "
+                   "out of etcd, every load balancer and the API only.")
 @click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation after the plan.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
 @_ssh_options
-def remove_node(name: str, inventory: Path, state_dir: Path | None, drain_timeout: float, force: bool, yes: bool,
-                dry_run: bool, **connect: object) -> None:
+def remove_node(name: str, inventory: Path, state_dir: Path | None, drain_timeout: float, force: bool,
+                unreachable: bool, yes: bool, dry_run: bool, **connect: object) -> None:
     """Take NAME out of the cluster: drain it, take its API server out of every load balancer and its member out of
     etcd (a control plane; refused with exit 21 when quorum would be lost), reset the host, delete its Node. Then
-    remove it from the inventory, or the next `up` joins it again."""
+    remove it from the inventory, or the next `up` joins it again. A host that is gone: --unreachable."""
     from kubeboot.workflows.reset import ResetRequest
 
     req = ResetRequest(inventory, state_dir, (name,), force=force, dry_run=True, drain_timeout=drain_timeout,
-                       connect=_connect(**connect))  # type: ignore[arg-type]
+                       unreachable=unreachable, connect=_connect(**connect))  # type: ignore[arg-type]
     _reset(req, yes, dry_run, "remove-node")
     if not dry_run:
         output.result(f"{name} is out of the cluster: remove it from {inventory}, or the next `kubeboot up` joins it "

@@ -17,7 +17,7 @@ import kubernetes.client as k8s
 
 from kubeboot import output
 from kubeboot.config.model import ClusterConfig, Host, Role
-from kubeboot.errors import ConfigError, Problem, QuorumRiskError, WaitTimeoutError
+from kubeboot.errors import ConfigError, HostConnectionError, Problem, QuorumRiskError, WaitTimeoutError
 from kubeboot.etcdapi import Member
 from kubeboot.offline import RenderResult, render
 from kubeboot.phases.base import Phase, RunOptions
@@ -38,6 +38,7 @@ class ResetRequest:
     force: bool = False  # leave etcd even when the rest would lose quorum
     dry_run: bool = False
     drain_timeout: float | None = None  # remove-node: drain first, within this many seconds
+    unreachable: bool = False  # remove-node of a host that is gone: no drain, no connection to it, no host reset
     connect: ConnectOptions = ConnectOptions()
 
 
@@ -218,7 +219,7 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
     names = {h.name for h in leaving}
     cp_leaving = {h.name for h in leaving if h.is_control_plane}
     drained: tuple[Phase, ...] = ()
-    if req.drain_timeout is not None:
+    if req.drain_timeout is not None and not req.unreachable:
         timeout = req.drain_timeout
         drained = (Phase("drain", "Cordon, then evict the pods (PodDisruptionBudgets respected)",
                          step=lambda s: drain(s, leaving, timeout)),)
@@ -230,7 +231,8 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
               step=lambda s: take_out_of_load_balancers(s, cp_leaving)),
         Phase("leave-etcd", "Remove their etcd members while they still run (quorum-checked)",
               step=lambda s: leave_etcd(s, leaving, req.force)),
-        *only_on(NODE_RESET, names),
+        *(() if req.unreachable else only_on(NODE_RESET, names)),
+        # a Node deleted while its kubelet is gone: the pod garbage collector deletes the pods bound to it
         Phase("delete-node", "Delete their Node objects", step=lambda s: delete_nodes(s, leaving)),
     )
     # the chosen hosts, and every host that runs a load balancer the leaving control planes are in
@@ -247,8 +249,15 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
     runner = Runner(cfg, {}, RunOptions(), req.connect, rep, trace, session=session,
                     extra_paths=lambda h: ["/root/.kube/config", *KUBELET_FILES,
                                            "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"])
-    runner.hosts = [h for h in cfg.hosts if h.name in names or h in lbs]
+    runner.hosts = [h for h in cfg.hosts if (h.name in names and not req.unreachable) or h in lbs]
     try:
         return runner.run(workflow, (), (), req.dry_run)
+    except HostConnectionError as exc:
+        gone = sorted(n for n in names if exc.message.startswith(f"{n}:") or f"\n  {n}:" in exc.message)
+        if req.drain_timeout is None or not gone:
+            raise
+        raise HostConnectionError(exc.message, hint=f"if {', '.join(gone)} is gone for good, `kubeboot remove-node "
+                                                    f"{', '.join(gone)} --unreachable` takes it out of etcd, every "
+                                                    f"load balancer and the API without connecting to it") from None
     finally:
         runner.close()

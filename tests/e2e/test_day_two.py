@@ -440,3 +440,31 @@ def test_reset_of_a_worker_leaves_nothing_and_up_joins_it_again(cluster: Cluster
     nodes = {n["metadata"]["name"]: any(x["type"] == "Ready" and x["status"] == "True" for x in n["status"]["conditions"])
              for n in c.kubectl_json("get", "nodes")["items"]}
     assert nodes == {CPS[0]: True, CPS[1]: True, WORKER: True}, nodes
+
+
+def test_remove_node_of_a_host_that_is_gone(cluster: Cluster) -> None:
+    """A worker that died (its kubelet and pods stopped, sshd down, open sessions cut): remove-node cannot reset it
+    and says how to go on; --unreachable takes it out of the API without connecting to it, and the rest of the
+    cluster is untouched."""
+    c = cluster
+    smaller = c.inv.parent / "after-remove.yaml"  # the inventory the previous test wrote (h4 removed)
+    c.lab.stop_kubelet_and_pods(WORKER)
+    c.lab.stop_sshd(WORKER, drop_sessions=True)
+    try:
+        res = c.kb("remove-node", WORKER, "--yes", "-i", str(smaller), "--known-hosts", str(c.lab.known_hosts),
+                   "--ssh-config", str(proxy_only_ssh_config(c.lab)), netns=True)
+        assert res.returncode == 8, res.stderr[-2000:]
+        assert f"kubeboot remove-node {WORKER} --unreachable" in res.stderr, res.stderr[-2000:]
+        assert WORKER in {n["metadata"]["name"] for n in c.kubectl_json("get", "nodes")["items"]}  # untouched
+        res = c.kb("remove-node", WORKER, "--unreachable", "--yes", "-i", str(smaller), "--known-hosts",
+                   str(c.lab.known_hosts), "--ssh-config", str(proxy_only_ssh_config(c.lab)), netns=True)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"{WORKER} is out of the cluster" in res.stdout, res.stdout
+        assert WORKER not in {n["metadata"]["name"] for n in c.kubectl_json("get", "nodes")["items"]}
+        # the pod garbage collector deletes what was bound to the deleted Node
+        wait_until(f"no pod bound to {WORKER}", lambda: not c.kubectl_json(
+            "get", "pods", "-A", "--field-selector", f"spec.nodeName={WORKER}")["items"], timeout=120, interval=2)
+        code, doc, _took = status(c)
+        assert doc["cluster"]["quorum"] == {"votingMembers": 2, "healthy": 2, "ok": True}, doc["cluster"]
+    finally:
+        c.lab.start_sshd(WORKER)
