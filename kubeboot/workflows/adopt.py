@@ -52,8 +52,8 @@ def read_files(transports: Mapping[str, Transport], wanted: Mapping[str, Sequenc
         got[name] = parse_read(res.stdout)
 
     errors = parallel(names, one, concurrency)
-    if errors:
-        raise combine({names[i]: e for i, e in errors.items()}, "adopt")
+    if errors:  # the run's first contact with the hosts: unreachable ones are named as the connect phase names them
+        raise combine({names[i]: e for i, e in errors.items()}, "connect")
     return got
 
 
