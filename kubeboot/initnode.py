@@ -167,8 +167,10 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
     for ch in changes:
         if ch.action != "kept":
             rep.info("certs", host.name, f"{ch.action} {ch.item}" + (f" ({ch.reason})" if ch.reason != "missing" else ""))
-    pem = root / KUBELET_CLIENT_PEM.lstrip("/")
-    hints = RenderHints(systemd_resolved=systemd_resolved_active(root), kubelet_client_rotated=pem.exists())
+    pem, conf = root / KUBELET_CLIENT_PEM.lstrip("/"), root / "etc/kubernetes/kubelet.conf"
+    rotated = kubelet_kubeconfig(cfg, pki, host, rotated=True)  # kept once kubelet-finalize wrote it
+    hints = RenderHints(systemd_resolved=systemd_resolved_active(root),
+                        kubelet_client_rotated=pem.exists() and conf.exists() and conf.read_bytes() == rotated.content)
     artifacts = [a for a in render_host(cfg, pki, generate_token(now), host, hints)
                  if a.path.startswith(("/etc/kubernetes/", "/var/lib/kubelet/"))]
     _write(root, artifacts, result)
@@ -185,7 +187,7 @@ def init(req: InitRequest, rep: output.Reporter, keygen: KeyGen = generate_key,
     wait_live(local, req.wait_timeout)
     rep.phase_done("wait-control-plane", f"API server live at {local}")
     if root == Path("/") and not hints.kubelet_client_rotated and pem.exists():  # kubeadm's kubelet-finalize
-        if state.write_files_under(root, [kubelet_kubeconfig(cfg, pki, host, rotated=True)]):
+        if state.write_files_under(root, [rotated]):
             rep.info("kubelet-finalize", host.name, "kubelet.conf now uses the kubelet's rotated client certificate; "
                                                     + restart_kubelet())
 

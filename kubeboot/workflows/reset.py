@@ -8,6 +8,7 @@ network rules. A plan is printed first; the caller confirms before anything chan
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -253,7 +254,7 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
     try:
         return runner.run(workflow, (), (), req.dry_run)
     except HostConnectionError as exc:
-        gone = sorted(n for n in names if exc.message.startswith(f"{n}:") or f"\n  {n}:" in exc.message)
+        gone = sorted(n for n in names if re.search(rf"(^|\n  ){re.escape(n)}[ :]", exc.message))
         if req.drain_timeout is None or not gone:
             raise
         raise HostConnectionError(exc.message, hint=f"if {', '.join(gone)} is gone for good, `kubeboot remove-node "

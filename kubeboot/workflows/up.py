@@ -29,12 +29,12 @@ from kubeboot.workflows import controlplane as cp
 from kubeboot.workflows.certs import warn_expiring
 from kubeboot.workflows.etcd import snapshot_before_etcd_changes
 from kubeboot.workflows.network import cni
-from kubeboot.workflows.session import PROBED, Session, lb_backends
+from kubeboot.workflows.session import KUBELET_CONF, PROBED, Session, lb_backends
 from kubeboot.workflows.workers import join_workers
 from kubeboot.plan.archives import ArchiveError, ImageArchive, read_archive
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import HostFacts
-from kubeboot.render.cluster import KUBELET_CLIENT_PEM, RenderHints, render_cluster
+from kubeboot.render.cluster import KUBELET_CLIENT_PEM, RenderHints, kubelet_kubeconfig, render_cluster
 from kubeboot.render.images import required_images
 from kubeboot.render.node import PACKAGE_DROPINS
 from kubeboot.phases.files import DROP_IN
@@ -163,11 +163,18 @@ def up(req: UpRequest, reporter: output.Reporter,
 
     cfg = rendered.config
 
+    def finalized(name: str, f: HostFacts) -> bool:
+        """The host's kubelet.conf already points at the rotated certificate (kubeadm's kubelet-finalize ran, or
+        init's kubelet-finalize step): keep that form. An embedded one is converted by that step, not by files."""
+        have = f.files.get(KUBELET_CONF)
+        return (KUBELET_CLIENT_PEM in f.files and have is not None and cfg.host(name).is_control_plane
+                and have.digest == kubelet_kubeconfig(cfg, rendered.pki, cfg.host(name), rotated=True).digest)
+
     def rerender(facts: Mapping[str, HostFacts]) -> Mapping[str, tuple[Artifact, ...]]:
         backends = lb_backends(cfg, facts)
         per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends,
                                       systemd_resolved=f.systemd_resolved,
-                                      kubelet_client_rotated=KUBELET_CLIENT_PEM in f.files,
+                                      kubelet_client_rotated=finalized(name, f),
                                       package_dropin=DROP_IN not in f.files and
                                       any(p in f.files for p in PACKAGE_DROPINS))
                     for name, f in facts.items()}
