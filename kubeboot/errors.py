@@ -18,6 +18,7 @@ class KubebootError(Exception):
     """Base of every error kubeboot reports on purpose (never a traceback without --debug)."""
 
     exit_code = 1
+    hosts: tuple[str, ...] = ()  # the hosts that failed, when the error combines several (runner.combine)
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

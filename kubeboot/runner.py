@@ -89,6 +89,11 @@ def ssh_targets(cfg: ClusterConfig, opts: ConnectOptions) -> dict[str, SSHTarget
     return out
 
 
+def ssh_transports(cfg: ClusterConfig, opts: ConnectOptions, trace: TraceLog) -> dict[str, Transport]:
+    """An SSH transport per host (nothing connects yet: each opens its connection on first use)."""
+    return {name: SSHTransport(target, trace=trace) for name, target in ssh_targets(cfg, opts).items()}
+
+
 def parallel(items: Sequence[T], fn: Callable[[T], object], concurrency: int) -> dict[int, BaseException]:
     """Run fn over items with at most `concurrency` at once; return the exceptions by item index."""
     errors: dict[int, BaseException] = {}
@@ -111,11 +116,13 @@ def combine(errors: Mapping[str, BaseException], phase: str) -> KubebootError:
     text = f"[{phase}] {len(errors)} host(s) failed:\n  " + "\n  ".join(p.replace("\n", "\n    ") for p in parts)
     hints = {e.hint for e in errors.values() if isinstance(e, KubebootError) and e.hint}
     hint = "; ".join(sorted(hints)) or "fix the hosts named above and run again; finished steps are skipped"
+    err: KubebootError = HostsFailedError(text, hint=hint)
     if len(kinds) == 1:
         (kind,) = kinds
         if issubclass(kind, KubebootError) and kind not in (KubebootError, ConfigError):
-            return kind(text, hint=hint)
-    return HostsFailedError(text, hint=hint)
+            err = kind(text, hint=hint)
+    err.hosts = tuple(errors)
+    return err
 
 
 @dataclass
@@ -168,8 +175,7 @@ class Runner:
             self.facts[h.name] = parse_facts(res.stdout)
 
         if not self.transports:  # input errors (key files, sudo password variables) before any connection
-            for name, target in ssh_targets(self.cfg, self.connect_opts).items():
-                self.transports[name] = SSHTransport(target, trace=self.trace)
+            self.transports.update(ssh_transports(self.cfg, self.connect_opts, self.trace))
         errors = parallel(list(hosts), one, self.connect_opts.concurrency)
         if errors:
             raise combine({hosts[i].name: e for i, e in errors.items()}, "connect")

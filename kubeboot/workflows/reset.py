@@ -8,7 +8,6 @@ network rules. A plan is printed first; the caller confirms before anything chan
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -254,7 +253,7 @@ def reset(req: ResetRequest, rep: output.Reporter) -> RunResult:
     try:
         return runner.run(workflow, (), (), req.dry_run)
     except HostConnectionError as exc:
-        gone = sorted(n for n in names if re.search(rf"(^|\n  ){re.escape(n)}[ :]", exc.message))
+        gone = sorted(names & set(exc.hosts))
         if req.drain_timeout is None or not gone:
             raise
         raise HostConnectionError(exc.message, hint=f"if {', '.join(gone)} is gone for good, `kubeboot remove-node "

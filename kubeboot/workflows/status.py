@@ -38,9 +38,8 @@ from kubeboot.offline import load_inventory
 from kubeboot.plan import status as st
 from kubeboot.render.cluster import local_api_url
 from kubeboot.render.manifests import etcd_client_url
-from kubeboot.runner import ConnectOptions, TraceLog, ssh_targets
+from kubeboot.runner import ConnectOptions, TraceLog, ssh_transports
 from kubeboot.transport.base import Transport, close_all
-from kubeboot.transport.ssh import SSHTransport
 
 PROBE_TIMEOUT = 3.0  # seconds for each etcd and API server question
 
@@ -73,8 +72,7 @@ def credentials(cfg: ClusterConfig, root: Path) -> Credentials:
 
 
 def connect(cfg: ClusterConfig, root: Path, opts: ConnectOptions) -> dict[str, Transport]:
-    trace = TraceLog(root / "trace.log")
-    return {name: SSHTransport(t, trace=trace) for name, t in ssh_targets(cfg, opts).items()}
+    return ssh_transports(cfg, opts, TraceLog(root / "trace.log"))
 
 
 def read_hosts(hosts: Sequence[Host], transports: Mapping[str, Transport], concurrency: int,

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kubeboot import output
+from kubeboot import output, state
 from kubeboot.errors import ConfigError, ImageArchiveError, Problem
 from kubeboot.offline import RenderResult, load_inventory, render
 from kubeboot.phases.base import RunOptions
-from kubeboot.phases.files import FILES
+from kubeboot.phases.files import DROP_IN, FILES
 from kubeboot.phases.images import IMAGES
 from kubeboot.phases.kubectl import KUBECTL
 from kubeboot.phases.lb import LOAD_BALANCER
@@ -37,13 +37,9 @@ from kubeboot.plan.facts import HostFacts
 from kubeboot.render.cluster import KUBELET_CLIENT_PEM, RenderHints, kubelet_kubeconfig, render_cluster
 from kubeboot.render.images import required_images
 from kubeboot.render.node import PACKAGE_DROPINS
-from kubeboot.phases.files import DROP_IN
-from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
-from kubeboot import state
+from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog, ssh_transports
 from kubeboot.config.model import ClusterConfig
-from kubeboot.runner import ssh_targets
 from kubeboot.transport.base import Transport, close_all
-from kubeboot.transport.ssh import SSHTransport
 from kubeboot.workflows.adopt import adopt_existing
 
 
@@ -138,9 +134,7 @@ def up(req: UpRequest, reporter: output.Reporter,
     cfg0 = load_inventory(req.inventory)
     root = req.state_dir or state.default_state_dir(req.inventory, cfg0.name)
     trace = TraceLog(root / "trace.log")
-    conns: dict[str, Transport] = dict(transports) if transports is not None else {
-        name: SSHTransport(target, trace=trace)
-        for name, target in ssh_targets(cfg0, req.connect).items()}
+    conns = dict(transports) if transports is not None else ssh_transports(cfg0, req.connect, trace)
     try:
         adopt_existing(cfg0, root, conns, reporter, req.connect.concurrency)
     except BaseException:

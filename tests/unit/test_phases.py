@@ -903,3 +903,17 @@ def test_cgroup_v1_nodes_need_fail_cgroup_v1_false(cl: Cluster) -> None:
     assert only(checks(allowed, cl), "CgroupsV1") == [(n, "warning") for n in NODES]
     v2 = {n: converged(cl, n, cgroup_fs="cgroup2fs") for n in HOSTS}
     assert only(checks(ctx_for(cl, v2), cl), "CgroupsV1") == []
+
+
+def test_combined_errors_name_the_failed_hosts() -> None:
+    """runner.combine keeps the failed hosts' names (remove-node's --unreachable hint is chosen from them) and the
+    common exit code."""
+    from kubeboot.errors import HostConnectionError, RemoteCommandError
+    from kubeboot.runner import combine
+
+    same = combine({"h5": HostConnectionError("h5 (root@10.0.0.5:22): connection refused"),
+                    "lb1": HostConnectionError("lb1: timed out")}, "connect")
+    assert isinstance(same, HostConnectionError) and same.exit_code == 8 and same.hosts == ("h5", "lb1")
+    assert same.message.startswith("[connect] 2 host(s) failed:\n  h5 (root@10.0.0.5:22)")
+    mixed = combine({"h5": HostConnectionError("refused"), "h6": RemoteCommandError("exit 1")}, "files")
+    assert mixed.exit_code == 7 and mixed.hosts == ("h5", "h6")
