@@ -31,9 +31,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e.conftest import proxy_only_ssh_config  # noqa: E402
-from tests.e2e.nodes import Cluster, prebuilt  # noqa: E402
+from tests.e2e.nodes import Cluster, bench_inputs  # noqa: E402
 from tests.e2e.test_up_cluster import CPS, LB, WORKERS, ha_inventory  # noqa: E402
-from tests.lab.aptrepo import build_repo, default_repo_dir, serve, use_as_mirror  # noqa: E402
+from tests.lab.aptrepo import serve, use_as_mirror  # noqa: E402
 from tests.lab.systemd import SystemdLab  # noqa: E402
 
 EXTRA = 24  # reachable hosts beyond the cluster, for status over 30
@@ -113,12 +113,10 @@ def timed(c: Cluster, inv: Path, label: str, *args: str, poll: bool = False) -> 
 
 
 def main() -> int:
-    built = prebuilt()
-    if built is None:
-        print("needs tests/setup.sh first (images and reference binaries)")
+    inputs = bench_inputs()
+    if inputs is None:
         return 2
-    images, kubectl = built
-    repo = build_repo(default_repo_dir())
+    images, kubectl, repo = inputs
     n = 1 + len(CPS) + len(WORKERS) + EXTRA
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, SystemdLab(f"bd{int(time.time()) % 100000}", n) as lab:

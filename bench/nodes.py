@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.nodes import CP, NODES_ONLY, WORKER, Cluster, prebuilt, node_inventory  # noqa: E402
-from tests.lab.aptrepo import build_repo, default_repo_dir, serve, use_as_mirror  # noqa: E402
+from tests.e2e.nodes import CP, NODES_ONLY, WORKER, Cluster, bench_inputs, node_inventory  # noqa: E402
+from tests.lab.aptrepo import serve, use_as_mirror  # noqa: E402
 from tests.lab.systemd import SystemdLab  # noqa: E402
 
 
@@ -44,12 +44,10 @@ def phase_times(out: str) -> str:
 
 
 def main() -> int:
-    built = prebuilt()
-    if built is None:
-        print("needs tests/setup.sh first (images and reference binaries)")
+    inputs = bench_inputs()
+    if inputs is None:
         return 2
-    images, kubectl = built
-    repo = build_repo(default_repo_dir())
+    images, kubectl, repo = inputs
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, SystemdLab(f"bn{int(time.time()) % 100000}", 2) as lab:
         print(f"2 systemd hosts running + SSH: {time.monotonic() - t0:.1f}s")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.nodes import Cluster, prebuilt  # noqa: E402
+from tests.e2e.nodes import Cluster, bench_inputs  # noqa: E402
 from tests.e2e.test_up_cluster import LATE_WORKER, WORKERS, ha_inventory  # noqa: E402
-from tests.lab.aptrepo import build_repo, default_repo_dir, serve, use_as_mirror  # noqa: E402
+from tests.lab.aptrepo import serve, use_as_mirror  # noqa: E402
 from tests.lab.systemd import SystemdLab  # noqa: E402
 
 
@@ -38,12 +38,10 @@ def run(c: Cluster, inv: Path, label: str) -> tuple[float, str] | None:
 
 
 def main() -> int:
-    built = prebuilt()
-    if built is None:
-        print("needs tests/setup.sh first (images and reference binaries)")
+    inputs = bench_inputs()
+    if inputs is None:
         return 2
-    images, kubectl = built
-    repo = build_repo(default_repo_dir())
+    images, kubectl, repo = inputs
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, SystemdLab(f"bu{int(time.time()) % 100000}", 7) as lab:
         print(f"7 systemd hosts running + SSH: {time.monotonic() - t0:.1f}s")

@@ -48,6 +48,18 @@ def prebuilt() -> tuple[Path, Path] | None:
     return None if images is None or kubectl is None else (images, kubectl)
 
 
+def bench_inputs() -> tuple[Path, Path, Path] | None:
+    """What the benchmarks under bench/ run from: the image archives, the reference kubectl and the lab apt
+    repository (built if needed); None, after saying what is missing, before tests/setup.sh has run."""
+    from tests.lab.aptrepo import build_repo, default_repo_dir
+
+    built = prebuilt()
+    if built is None:
+        print("needs tests/setup.sh first (images and reference binaries)")
+        return None
+    return built[0], built[1], build_repo(default_repo_dir())
+
+
 @dataclass
 class Cluster:
     lab: SystemdLab
