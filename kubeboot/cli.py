@@ -430,6 +430,44 @@ def etcd_snapshot_restore(file: Path, inventory: Path, state_dir: Path | None, y
 @main.command()
 @_inventory
 @_state_dir
+@click.option("--to", "to", required=True, metavar="VERSION",
+              help="The version to upgrade to: 1.MINOR (its newest patch) or 1.MINOR.PATCH; one minor at a time.")
+@click.option("--dry-run", is_flag=True, help="Print the plan per host (versions, skew checks), change nothing.")
+@click.option("--images", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Directory of image archives (overrides spec.images.archiveDir).")
+@click.option("--wait-timeout", default=300.0, show_default=True, type=click.FloatRange(1.0),
+              help="Seconds a restarted component or kubelet gets to come back.")
+@click.option("--drain-timeout", default=300.0, show_default=True, type=click.FloatRange(1.0),
+              help="Seconds a drain waits for evictions (PodDisruptionBudgets respected).")
+@click.option("--worker-batch", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="Workers upgraded at the same time.")
+@click.option("--force", is_flag=True, help="Upgrade although the cluster is not healthy.")
+@_ssh_options
+def upgrade(inventory: Path, state_dir: Path | None, to: str, dry_run: bool, images: Path | None,
+            wait_timeout: float, drain_timeout: float, worker_batch: int, force: bool, **connect: object) -> None:
+    """Upgrade the cluster to --to, as kubeadm's upgrade recipe does, with the API answering through the load
+    balancer: an etcd snapshot, then one control plane at a time (certificates renewed, etcd, API server,
+    controller-manager, scheduler, then its kubelet with drain/uncordon), the cluster's configuration and addons,
+    then the workers in batches. A run that stopped continues; on an upgraded cluster it changes nothing. Then set
+    spec.kubernetesVersion in the inventory."""
+    from kubeboot.workflows.upgrade import UpgradeRequest
+    from kubeboot.workflows.upgrade import upgrade as do_upgrade
+
+    rep = output.Reporter()
+    req = UpgradeRequest(inventory, state_dir, to, dry_run, _connect(**connect), images,  # type: ignore[arg-type]
+                         wait_timeout, drain_timeout, worker_batch, force)
+    result = do_upgrade(req, rep)
+    planned = sum(len(v) for v in result.planned.values())
+    if dry_run:
+        rep.done(f"plan: {planned} change(s); nothing was changed")
+    else:
+        rep.done(f"{result.changes} change(s) applied" if result.changes else "no changes: the cluster runs the "
+                                                                             "target already")
+
+
+@main.command()
+@_inventory
+@_state_dir
 @click.option("--dry-run", is_flag=True, help="Connect and gather facts, print the plan, change nothing.")
 @_run_options
 def up(**kw: object) -> None:

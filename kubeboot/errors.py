@@ -172,3 +172,11 @@ class AdoptError(KubebootError):
     a missing service-account key, a CA certificate and key that are not a pair). Nothing is written."""
 
     exit_code = 25
+
+
+class VersionSkewError(KubebootError):
+    """The version asked for is not one the cluster can move to: `upgrade` more than one minor at a time, a
+    downgrade, a kubelet outside the skew policy; or `up` with a spec.kubernetesVersion other than the one the
+    control planes run (changing it is `kubeboot upgrade`'s job). Nothing is changed."""
+
+    exit_code = 26

@@ -22,14 +22,14 @@ from kubeboot.render.cluster import render_cluster
 RENDER_MARKER = ".kubeboot-render"
 
 
-def load_inventory(path: Path) -> ClusterConfig:
+def load_inventory(path: Path, version: str | None = None) -> ClusterConfig:
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), "inventory file not found")], source=str(path)) from None
     except OSError as exc:
         raise ConfigError([Problem(str(path), f"cannot read inventory: {exc.strerror}")], source=str(path)) from None
-    return load_inventory_text(text, source=str(path))
+    return load_inventory_text(text, source=str(path), version=version)
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,13 @@ class RenderResult:
 
 
 def render(inventory: Path, state_dir: Path | None, now: datetime | None = None,
-           keygen: KeyGen = generate_key, renew: Callable[[ClusterConfig], Collection[str]] | None = None
-           ) -> RenderResult:
+           keygen: KeyGen = generate_key, renew: Callable[[ClusterConfig], Collection[str]] | None = None,
+           version: str | None = None) -> RenderResult:
     """Decide every host's files; persist new key material to the state directory. `renew` names state entries
-    (e.g. ``hosts/cp1/pki/apiserver``) to issue anew from the existing CAs (`kubeboot certs renew`)."""
+    (e.g. ``hosts/cp1/pki/apiserver``) to issue anew from the existing CAs (`kubeboot certs renew`). `version`
+    stands for spec.kubernetesVersion (`kubeboot upgrade --to`)."""
     t0 = time.perf_counter()
-    cfg = load_inventory(inventory)
+    cfg = load_inventory(inventory, version)
     root = state_dir or state.default_state_dir(inventory, cfg.name)
     now = now or datetime.now(timezone.utc)
     stored = state.read_state(root)

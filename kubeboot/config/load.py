@@ -123,8 +123,9 @@ class _Problems:
         return any(p.severity == "error" for p in self.items)
 
 
-def load_inventory_text(text: str, source: str = "inventory") -> ClusterConfig:
-    """Parse YAML text and validate it; raise ConfigError listing every problem."""
+def load_inventory_text(text: str, source: str = "inventory", version: str | None = None) -> ClusterConfig:
+    """Parse YAML text and validate it; raise ConfigError listing every problem. `version` stands for
+    spec.kubernetesVersion (`kubeboot upgrade --to`), validated like it."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -132,6 +133,8 @@ def load_inventory_text(text: str, source: str = "inventory") -> ClusterConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "document"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(where, f"not valid YAML: {problem}")], source=source) from None
+    if version is not None and isinstance(raw, dict) and isinstance(raw.get("spec"), dict):
+        raw["spec"]["kubernetesVersion"] = version
     return parse_inventory(raw, source)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from kubeboot import output, state
 from kubeboot.config.model import ClusterConfig, Host
 from kubeboot.pki.adopt import CA_CERT, adopt, check_same_ca, control_plane_paths
+from kubeboot.plan.upgrade import COMPONENTS, NodeVersions, manifest_image, manifest_path
 from kubeboot.runner import combine, parallel
 from kubeboot.transport.base import Transport
 
@@ -48,7 +49,8 @@ def read_files(transports: Mapping[str, Transport], wanted: Mapping[str, Sequenc
     got: dict[str, dict[str, bytes | None]] = {}
 
     def one(name: str) -> None:
-        res = transports[name].run(read_script(wanted[name]), display="read the cluster's certificates and keys")
+        res = transports[name].run(read_script(wanted[name]), display="read the cluster's certificates, keys and "
+                                                                      "static pod manifests")
         got[name] = parse_read(res.stdout)
 
     errors = parallel(names, one, concurrency)
@@ -57,24 +59,34 @@ def read_files(transports: Mapping[str, Transport], wanted: Mapping[str, Sequenc
     return got
 
 
+def running_versions(cfg: ClusterConfig, files: Mapping[str, Mapping[str, bytes | None]]) -> list[NodeVersions]:
+    """The control planes' static pod images, from manifests read_files read (kubelets are not looked at here)."""
+    return [NodeVersions(h.name, True, {c: manifest_image(files.get(h.name, {}).get(manifest_path(c)), c)
+                                        for c in COMPONENTS}, None) for h in cfg.control_planes]
+
+
 def adopt_existing(cfg: ClusterConfig, root: Path, transports: Mapping[str, Transport], rep: output.Reporter,
-                   concurrency: int) -> None:
+                   concurrency: int) -> dict[str, dict[str, bytes | None]]:
     """Check the nodes' CA against the state directory's; with no CA in the state directory, adopt the cluster
-    the control planes hold (if any). Raises ForeignClusterError / AdoptError before anything is written."""
+    the control planes hold (if any). Raises ForeignClusterError / AdoptError before anything is written. Returns
+    what was read, with each control plane's static pod manifests (`running_versions`)."""
     stored = state.read_state(root)
     state_ca = stored.get("pki/ca.crt")
     nodes: list[Host] = [h for h in cfg.hosts if h.is_node]
+    manifests = tuple(manifest_path(c) for c in COMPONENTS)
     if state_ca is not None:
-        cas = read_files(transports, {h.name: (CA_CERT,) for h in nodes}, concurrency)
-        check_same_ca(state_ca, {name: files.get(CA_CERT) for name, files in cas.items()})
-        return
-    wanted = {h.name: (control_plane_paths() if h.is_control_plane else (CA_CERT,)) for h in nodes}
+        got = read_files(transports, {h.name: (CA_CERT, *(manifests if h.is_control_plane else ())) for h in nodes},
+                         concurrency)
+        check_same_ca(state_ca, {name: files.get(CA_CERT) for name, files in got.items()})
+        return got
+    wanted = {h.name: ((*control_plane_paths(), *manifests) if h.is_control_plane else (CA_CERT,)) for h in nodes}
     files = read_files(transports, wanted, concurrency)
     check_same_ca(None, {name: got.get(CA_CERT) for name, got in files.items()})
     adopted = adopt(cfg, {h.name: files[h.name] for h in cfg.control_planes})
     if adopted is None:
-        return  # a new cluster: render makes its PKI
+        return files  # a new cluster: render makes its PKI
     state.write_state(root, adopted.entries, {})
     taken = ", ".join(f"{n} from {name}" for name, n in adopted.per_host.items())
     rep.info("adopt", None, f"an existing cluster: its CAs and service-account key from {adopted.source}, "
                             f"certificates ({taken}) into the state directory {root}; valid ones are kept")
+    return files

@@ -9,6 +9,7 @@ network rules. A plan is printed first; the caller confirms before anything chan
 from __future__ import annotations
 
 import time
+from typing import Any
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,59 +146,88 @@ def _evictable(pod: k8s.V1Pod) -> bool:
 
 
 def drain(s: Session, leaving: Sequence[Host], timeout: float) -> None:
-    """kubectl drain, for each host: cordon, then evict its pods through the Eviction API (PodDisruptionBudgets
-    are respected: a refused eviction is retried until the timeout) and wait until they are gone."""
+    """kubectl drain, for each host (see drain_node)."""
     s.start()
-    core = k8s.CoreV1Api(s.admin())
     for h in leaving:
-        if not h.is_node:
-            continue
-        try:
-            node = core.read_node(h.name, _request_timeout=10)
-        except k8s.ApiException as exc:
-            if exc.status == 404:
-                s.info(h.name, "no Node object: nothing to drain")
-                continue
-            raise
-        pods = [p for p in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={h.name}",
-                                                              _request_timeout=10).items if _evictable(p)]
-        if s.dry_run:
-            if not (node.spec and node.spec.unschedulable):
-                s.change(h.name, "cordon")
-            if pods:
-                s.change(h.name, f"evict {len(pods)} pod(s) (PodDisruptionBudgets respected, {timeout:.0f}s)")
-            continue
-        if not (node.spec and node.spec.unschedulable):
-            core.patch_node(h.name, {"spec": {"unschedulable": True}}, _request_timeout=10)
-            s.change(h.name, "cordoned")
-        deadline = time.monotonic() + timeout
-        left = {(str(p.metadata.namespace), str(p.metadata.name)) for p in pods if p.metadata}
-        while left:
-            blocked = []
-            for ns, name in sorted(left):
-                body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=ns))
-                try:
-                    core.create_namespaced_pod_eviction(name, ns, body, _request_timeout=10)
-                except k8s.ApiException as exc:
-                    if exc.status == 404:
-                        continue
-                    if exc.status != 429:  # 429: a PodDisruptionBudget refuses it for now
-                        raise
-                    blocked.append(f"{ns}/{name}")
-            # gone = deleted (kubectl drain waits for that too), not merely terminated
-            present = {(str(p.metadata.namespace), str(p.metadata.name)) for p in core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={h.name}", _request_timeout=10).items if p.metadata}
-            left &= present
-            if not left:
-                break
-            if time.monotonic() > deadline:
-                why = f" (PodDisruptionBudget: {', '.join(blocked)})" if blocked else ""
-                raise WaitTimeoutError(
-                    f"{h.name} [drain]: {len(left)} pod(s) still on the node after {timeout:.0f}s{why}",
-                    hint="check the PodDisruptionBudgets (kubectl get pdb -A), then run again; nothing was removed")
-            time.sleep(1.0)
-        s.change(h.name, f"drained ({len(pods)} pod(s) evicted)")
+        if h.is_node:
+            drain_node(s, h, timeout)
     s.done()
+
+
+# on a Node kubeboot cordoned for an operation (value: which): that operation uncordons it when done, also after a
+# run that stopped halfway; a Node cordoned by someone else stays cordoned
+CORDONED_BY = "kubeboot.io/cordoned-by"
+
+
+def drain_node(s: Session, h: Host, timeout: float, cordoned_by: str | None = None) -> None:
+    """kubectl drain: cordon, then evict the node's pods through the Eviction API (PodDisruptionBudgets are
+    respected: a refused eviction is retried until the timeout) and wait until they are gone. `cordoned_by` marks
+    the Node (CORDONED_BY) when this drain cordons it, for uncordon_node."""
+    core = k8s.CoreV1Api(s.admin())
+    try:
+        node = core.read_node(h.name, _request_timeout=10)
+    except k8s.ApiException as exc:
+        if exc.status == 404:
+            s.info(h.name, "no Node object: nothing to drain")
+            return
+        raise
+    pods = [p for p in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={h.name}",
+                                                          _request_timeout=10).items if _evictable(p)]
+    if s.dry_run:
+        if not (node.spec and node.spec.unschedulable):
+            s.change(h.name, "cordon")
+        if pods:
+            s.change(h.name, f"evict {len(pods)} pod(s) (PodDisruptionBudgets respected, {timeout:.0f}s)")
+        return
+    if not (node.spec and node.spec.unschedulable):
+        patch: dict[str, Any] = {"spec": {"unschedulable": True}}
+        if cordoned_by:
+            patch["metadata"] = {"annotations": {CORDONED_BY: cordoned_by}}
+        core.patch_node(h.name, patch, _request_timeout=10)
+        s.change(h.name, "cordoned")
+    deadline = time.monotonic() + timeout
+    left = {(str(p.metadata.namespace), str(p.metadata.name)) for p in pods if p.metadata}
+    while left:
+        blocked = []
+        for ns, name in sorted(left):
+            body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=ns))
+            try:
+                core.create_namespaced_pod_eviction(name, ns, body, _request_timeout=10)
+            except k8s.ApiException as exc:
+                if exc.status == 404:
+                    continue
+                if exc.status != 429:  # 429: a PodDisruptionBudget refuses it for now
+                    raise
+                blocked.append(f"{ns}/{name}")
+        # gone = deleted (kubectl drain waits for that too), not merely terminated
+        present = {(str(p.metadata.namespace), str(p.metadata.name)) for p in core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={h.name}", _request_timeout=10).items if p.metadata}
+        left &= present
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            why = f" (PodDisruptionBudget: {', '.join(blocked)})" if blocked else ""
+            raise WaitTimeoutError(
+                f"{h.name} [drain]: {len(left)} pod(s) still on the node after {timeout:.0f}s{why}",
+                hint="check the PodDisruptionBudgets (kubectl get pdb -A), then run again; nothing was removed")
+        time.sleep(1.0)
+    if pods:
+        s.change(h.name, f"drained ({len(pods)} pod(s) evicted)")
+
+
+def uncordon_node(s: Session, h: Host, cordoned_by: str) -> None:
+    """Undo drain_node's cordon: only on a Node this operation cordoned (CORDONED_BY), which is unmarked too."""
+    core = k8s.CoreV1Api(s.admin())
+    node = core.read_node(h.name, _request_timeout=10)
+    marked = (node.metadata.annotations or {}).get(CORDONED_BY) == cordoned_by if node.metadata else False
+    if not marked:
+        if node.spec and node.spec.unschedulable:
+            s.info(h.name, "stays cordoned: it was cordoned before, not by kubeboot")
+        return
+    if not s.dry_run:
+        core.patch_node(h.name, {"spec": {"unschedulable": None}, "metadata": {"annotations": {CORDONED_BY: None}}},
+                        _request_timeout=10)
+    s.change(h.name, "uncordon")
 
 
 def only_on(phases: Sequence[Phase], names: Collection[str]) -> tuple[Phase, ...]:

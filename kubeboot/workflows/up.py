@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeboot import output, state
-from kubeboot.errors import ConfigError, ImageArchiveError, Problem
+from kubeboot.errors import ConfigError, ImageArchiveError, Problem, VersionSkewError
 from kubeboot.offline import RenderResult, load_inventory, render
 from kubeboot.phases.base import RunOptions
 from kubeboot.phases.files import DROP_IN, FILES
@@ -40,7 +40,8 @@ from kubeboot.render.node import PACKAGE_DROPINS
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog, ssh_transports
 from kubeboot.config.model import ClusterConfig
 from kubeboot.transport.base import Transport, close_all
-from kubeboot.workflows.adopt import adopt_existing
+from kubeboot.plan.upgrade import version_mismatch
+from kubeboot.workflows.adopt import adopt_existing, running_versions
 
 
 INIT = Phase("init", "The first control plane, then what kubeadm init does once its API server runs", children=(
@@ -119,12 +120,13 @@ def load_image_archives(directory: Path, source: str) -> tuple[tuple[str, ImageA
     return tuple(out)
 
 
-def archive_dir(req: UpRequest, cfg_dir: str | None) -> tuple[Path, str] | None:
-    if req.images is not None:
-        return req.images, "--images"
+def archive_dir(images: Path | None, inventory: Path, cfg_dir: str | None) -> tuple[Path, str] | None:
+    """Where the image archives are: --images DIR, else spec.images.archiveDir (relative to the inventory)."""
+    if images is not None:
+        return images, "--images"
     if cfg_dir:
         d = Path(cfg_dir).expanduser()
-        return (d if d.is_absolute() else req.inventory.parent / d), "spec.images.archiveDir"
+        return (d if d.is_absolute() else inventory.parent / d), "spec.images.archiveDir"
     return None
 
 
@@ -136,7 +138,13 @@ def up(req: UpRequest, reporter: output.Reporter,
     trace = TraceLog(root / "trace.log")
     conns = dict(transports) if transports is not None else ssh_transports(cfg0, req.connect, trace)
     try:
-        adopt_existing(cfg0, root, conns, reporter, req.connect.concurrency)
+        read = adopt_existing(cfg0, root, conns, reporter, req.connect.concurrency)
+        other = version_mismatch(cfg0.version, running_versions(cfg0, read))
+        if other:
+            raise VersionSkewError(f"the inventory asks for {cfg0.version.tag} but {other}: `up` keeps a cluster at "
+                                   f"its version and does not change it", hint=(
+                                       f"to upgrade: kubeboot upgrade -i {req.inventory} --to {cfg0.version.version}; "
+                                       f"else set spec.kubernetesVersion to the version the control planes run"))
     except BaseException:
         if transports is None:
             close_all(conns.values())
@@ -145,7 +153,7 @@ def up(req: UpRequest, reporter: output.Reporter,
     for w in rendered.config.warnings:
         reporter.warn("config", None, w)
     options = req.options
-    where = archive_dir(req, rendered.config.image_archive_dir)
+    where = archive_dir(req.images, req.inventory, rendered.config.image_archive_dir)
     if where is not None:
         archives = load_image_archives(*where)
         options = replace(options, image_archives=archives)
@@ -157,22 +165,8 @@ def up(req: UpRequest, reporter: output.Reporter,
 
     cfg = rendered.config
 
-    def finalized(name: str, f: HostFacts) -> bool:
-        """The host's kubelet.conf already points at the rotated certificate (kubeadm's kubelet-finalize ran, or
-        init's kubelet-finalize step): keep that form. An embedded one is converted by that step, not by files."""
-        have = f.files.get(KUBELET_CONF)
-        return (KUBELET_CLIENT_PEM in f.files and have is not None and cfg.host(name).is_control_plane
-                and have.digest == kubelet_kubeconfig(cfg, rendered.pki, cfg.host(name), rotated=True).digest)
-
     def rerender(facts: Mapping[str, HostFacts]) -> Mapping[str, tuple[Artifact, ...]]:
-        backends = lb_backends(cfg, facts)
-        per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends,
-                                      systemd_resolved=f.systemd_resolved,
-                                      kubelet_client_rotated=finalized(name, f),
-                                      package_dropin=DROP_IN not in f.files and
-                                      any(p in f.files for p in PACKAGE_DROPINS))
-                    for name, f in facts.items()}
-        return placed_by_up(cfg, render_cluster(cfg, rendered.pki, rendered.token, per_host))
+        return placed_by_up(cfg, render_for_hosts(rendered, facts))
 
     def session(runner: Runner, path: str, dry_run: bool, result: RunResult) -> Session:
         s = Session(runner, rendered, path, dry_run, result)
@@ -190,6 +184,29 @@ def up(req: UpRequest, reporter: output.Reporter,
     finally:
         runner.close()
     return rendered, result
+
+
+def render_for_hosts(rendered: RenderResult, facts: Mapping[str, HostFacts]) -> dict[str, tuple[Artifact, ...]]:
+    """Every host's files as its facts shape them: the CA directories its distribution has (mounted into the
+    static pods), the LB backends that are ready, systemd-resolved, a first control plane's kubelet.conf in the form
+    it has, and no kubelet drop-in of kubeboot's where the kubeadm package's runs the kubelet."""
+    cfg = rendered.config
+
+    def finalized(name: str, f: HostFacts) -> bool:
+        """The host's kubelet.conf already points at the rotated certificate (kubeadm's kubelet-finalize ran, or
+        init's kubelet-finalize step): keep that form. An embedded one is converted by that step, not by files."""
+        have = f.files.get(KUBELET_CONF)
+        return (KUBELET_CLIENT_PEM in f.files and have is not None and cfg.host(name).is_control_plane
+                and have.digest == kubelet_kubeconfig(cfg, rendered.pki, cfg.host(name), rotated=True).digest)
+
+    backends = lb_backends(cfg, facts)
+    per_host = {name: RenderHints(ca_dirs=tuple(sorted(f.dirs)), lb_backends=backends,
+                                  systemd_resolved=f.systemd_resolved,
+                                  kubelet_client_rotated=finalized(name, f),
+                                  package_dropin=DROP_IN not in f.files and
+                                  any(p in f.files for p in PACKAGE_DROPINS))
+                for name, f in facts.items()}
+    return render_cluster(cfg, rendered.pki, rendered.token, per_host)
 
 
 def placed_by_up(cfg: ClusterConfig, full: Mapping[str, tuple[Artifact, ...]]) -> dict[str, tuple[Artifact, ...]]:
