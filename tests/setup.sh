@@ -69,6 +69,16 @@ if [ "${KUBEBOOT_SKIP_REFERENCE:-0}" != 1 ]; then
   tests/reference/build.sh
   echo "[setup] container images (OCI archives in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref}/v*/images)"
   python3 -m tests.reference.images
+  # The release upgrade tests start from (binaries.PREVIOUS_VERSION): its own binaries and the images whose refs
+  # change with the release. flannel, the CNI plugins, refcheck and pause come from the build above.
+  prev_spec="$(python3 -c 'from tests.reference.binaries import PREVIOUS_VERSION as v, PREVIOUS_NAMES as b
+from tests.reference.images import PREVIOUS_IMAGES as i
+print(v, ",".join(b), ",".join(i))')"  # an assignment, so a failure stops the script (set -e)
+  read -r prev prev_bins prev_images <<<"$prev_spec"
+  echo "[setup] reference binaries v$prev for upgrade tests: $prev_bins"
+  tests/reference/build.sh --only "$prev_bins" "$prev"
+  echo "[setup] container images v$prev: $prev_images"
+  python3 -m tests.reference.images --only "$prev_images" "$prev"
 fi
 
 if [ "${KUBEBOOT_SKIP_SYSTEMD_LAB:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then

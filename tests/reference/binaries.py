@@ -11,6 +11,8 @@ import pathlib
 
 import pytest
 
+from kubeboot.config.versions import DEFAULT_MINOR, RELEASES
+
 DEFAULT_VERSION = "1.37.2"
 DEFAULT_CACHE_ROOT = "/var/cache/kubeboot-ref"
 BUILD_SCRIPT = pathlib.Path(__file__).resolve().parent / "build.sh"
@@ -28,6 +30,23 @@ NAMES: tuple[str, ...] = (
     "kube-scheduler",
     "kubelet",
 )
+
+
+def previous_release(minor: str = DEFAULT_MINOR) -> str:
+    """The latest patch (kubeboot.config.versions) of the minor below ``minor``: what an upgrade to ``minor``
+    starts from. KeyError when kubeboot knows no such minor."""
+    major, m = minor.split(".")[:2]
+    return RELEASES[f"{major}.{int(m) - 1}"].latest_patch
+
+
+#: The release the upgrade tests start from (1.36.3 while the default is 1.37).
+PREVIOUS_VERSION = previous_release()
+#: What build.sh builds for PREVIOUS_VERSION (tests/setup.sh): a cluster's own binaries and its images' contents.
+#: Not refcheck, flanneld or the CNI plugins: version independent, they come from DEFAULT_VERSION's build.
+PREVIOUS_NAMES: tuple[str, ...] = (
+    "etcd", "etcdctl", "etcdutl", "kubectl", "kubeadm", "kube-apiserver", "kube-controller-manager",
+    "kube-scheduler", "kubelet", "kube-proxy", "coredns",
+)  # fmt: skip
 
 
 def cache_root() -> pathlib.Path:

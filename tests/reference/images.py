@@ -46,6 +46,11 @@ The images (refs exactly as kubeadm / kubeboot's ``kubeboot.render.images`` name
   reports itself as "CNI flannel plugin v0.9.1", not v1.9.1-flannel3.
 * ``kbs.local/busybox:1.35``: Debian's busybox-static, every applet linked in /bin (plain test pods).
 
+An upgrade test's cluster needs the images of two releases: tests/setup.sh also builds PREVIOUS_IMAGES for
+``binaries.PREVIOUS_VERSION`` (``--only`` needs only those images' binaries), and :func:`upgrade_images_dir` makes
+``<cache>/upgrade-images/v<old>-v<new>/`` with every archive of the new release and the old release's Kubernetes,
+etcd and CoreDNS archives (symlinks; each image ref in one archive).
+
 The CNI plugins flannel delegates to (bridge, host-local, portmap, loopback of containernetworking/plugins
 v1.10.0) and the flannel plugin are built by build.sh into ``v<version>/cni-bin/`` for the CNI to install.
 
@@ -81,7 +86,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from kubeboot.config.versions import resolve_version
-from tests.reference.binaries import DEFAULT_VERSION, cache_root
+from tests.reference.binaries import DEFAULT_VERSION, PREVIOUS_VERSION, cache_root
 
 BUILDER_VERSION = "1"
 ARCH = "amd64"
@@ -782,6 +787,10 @@ def image_refs(version: str = DEFAULT_VERSION) -> dict[str, str]:
 
 IMAGE_NAMES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns", "pause",
                "etcd", "flannel", "flannel-cni-plugin", "busybox")
+#: What tests/setup.sh builds for PREVIOUS_VERSION (an upgrade test's starting point): the images whose refs change
+#: with the Kubernetes release. pause keeps its tag across 1.36/1.37 (the archive of the version it is built for
+#: would carry another pause.c VERSION string under the same ref), flannel and busybox are version independent.
+PREVIOUS_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns", "etcd")
 
 
 def build_key(spec: ImageSpec, entries: list[Entry], digests: DigestCache) -> str:
@@ -891,6 +900,85 @@ def require_image(name: str, version: str = DEFAULT_VERSION) -> tuple[BuiltImage
         pytest.skip(f"image {name} for v{version.removeprefix('v')} not built (expected in {d}); build it with: "
                     f"{build_command(version, [name])} (after tests/reference/build.sh)")
     return img, d / img.file
+
+
+# ------------------------------------------------------------------------------- upgrade tests
+
+def upgrade_dir_path(old: str = PREVIOUS_VERSION, new: str = DEFAULT_VERSION) -> Path:
+    """Where :func:`upgrade_images_dir` keeps the archives of an upgrade from ``old`` to ``new``."""
+    return cache_root() / "upgrade-images" / f"v{old.removeprefix('v')}-v{new.removeprefix('v')}"
+
+
+def _upgrade_links(old: str, new: str) -> tuple[dict[str, Path], list[str]]:
+    """(file name in the upgrade dir -> the archive it stands for, what is missing). Every image of ``new``, then
+    the PREVIOUS_IMAGES of ``old`` whose ref ``new`` does not already carry: each ref in exactly one archive."""
+    links: dict[str, Path] = {}
+    missing: list[str] = []
+    refs: set[str] = set()
+    for version, names in ((new, IMAGE_NAMES), (old, PREVIOUS_IMAGES)):
+        d = default_images_dir(version)
+        built = {i.name: i for i in read_images_json(d)}
+        want = image_refs(version)
+        absent = []
+        for name in names:
+            img = built.get(name)
+            if img is None or img.ref != want[name] or not (d / img.file).is_file() \
+                    or (d / img.file).stat().st_size != img.size:
+                absent.append(name)
+            elif img.ref not in refs:
+                refs.add(img.ref)
+                links[f"{name}-v{version}.tar"] = d / img.file
+        if absent:
+            missing.append(f"v{version} images {', '.join(absent)} (build: {build_command(version, absent)})")
+    return links, missing
+
+
+def upgrade_images_missing(old: str = PREVIOUS_VERSION, new: str = DEFAULT_VERSION) -> list[str]:
+    """What :func:`upgrade_images_dir` lacks, per version with the command that builds it (empty: nothing)."""
+    return _upgrade_links(old.removeprefix("v"), new.removeprefix("v"))[1]
+
+
+def upgrade_images_dir(old: str = PREVIOUS_VERSION, new: str = DEFAULT_VERSION) -> Path | None:
+    """A directory for ``kubeboot up --images`` / spec.images.archiveDir of a cluster upgraded from ``old`` to
+    ``new``: every archive of ``new`` plus the Kubernetes, etcd and CoreDNS archives of ``old``, as relative
+    symlinks ``<name>-v<version>.tar`` into the versions' images dirs (no copy; a rebuilt archive is seen at
+    once), each image ref in exactly one archive. None when an archive is not built (see
+    :func:`upgrade_images_missing`). Idempotent: a call with nothing to change only reads links."""
+    old, new = old.removeprefix("v"), new.removeprefix("v")
+    links, missing = _upgrade_links(old, new)
+    if missing:
+        return None
+    out = upgrade_dir_path(old, new)
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out / ".lock"):
+        for name, archive in links.items():
+            target = os.path.relpath(archive, out)
+            link = out / name
+            with contextlib.suppress(OSError):
+                if os.readlink(link) == target:
+                    continue
+            tmp = out / f".{name}.{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            os.replace(tmp, link)
+        for p in out.iterdir():  # anything else would be imported too (kubeboot loads every archive there)
+            if p.name not in links and p.name != ".lock" and (p.is_symlink() or p.is_file()):
+                p.unlink()
+    return out
+
+
+def require_upgrade_images(old: str = PREVIOUS_VERSION, new: str = DEFAULT_VERSION) -> Path:
+    """:func:`upgrade_images_dir`; skips the calling test, naming what to build, when an archive is missing."""
+    import pytest
+
+    try:
+        d = upgrade_images_dir(old, new)
+    except PermissionError as e:
+        pytest.skip(f"upgrade images: cannot write the cache ({e}); run as root")
+    if d is None:
+        pytest.skip(f"upgrade v{old.removeprefix('v')} -> v{new.removeprefix('v')}: not built: "
+                    + "; ".join(upgrade_images_missing(old, new)) + " (tests/setup.sh builds them)")
+    return d
 
 
 def main(argv: list[str] | None = None) -> int:
