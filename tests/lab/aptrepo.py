@@ -15,6 +15,10 @@
   portmap, loopback) under ``/opt/cni/bin``. Not flannel's plugin: flannel's DaemonSet installs that itself;
 * ``Packages``, ``Packages.gz`` and ``Release`` from ``apt-ftparchive`` (``apt-get install apt-utils``).
 
+``build_repo(dest, "1.37.2", also=("1.36.3",))`` adds kubelet, kubectl and kubeadm of the other versions
+(``1.36.3-1.1`` beside ``1.37.2-1.1``), so an upgrade test installs the old release and later the new one from
+one sources line; a module marked ``pytest.mark.apt_versions("1.37.2", "1.36.3")`` gets that from ``apt_repo``.
+
 The .debs are bit-for-bit reproducible (fixed mtimes, ``SOURCE_DATE_EPOCH``, root owner) and a
 rebuild with unchanged inputs (binary digest, control text, unit files) skips them; the index is
 only regenerated when the set of .debs changed.
@@ -41,7 +45,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Iterator, Sequence
 
 import pytest
 
@@ -194,8 +198,8 @@ def kubernetes_cni_package(k8s_version: str = "1.37.2") -> HarnessPackage:
     )
 
 
-def harness_packages(k8s_version: str = "1.37.2") -> list[HarnessPackage]:
-    """kubernetes-cni, kubelet and kubectl (required) and kubeadm (when built).
+def harness_packages(k8s_version: str = "1.37.2", *, cni: bool = True) -> list[HarnessPackage]:
+    """kubernetes-cni (unless ``cni=False``), kubelet and kubectl (required) and kubeadm (when built).
 
     Raises :class:`AptRepoUnavailable` naming the build command when kubelet, kubectl or a CNI plugin is
     missing."""
@@ -211,8 +215,8 @@ def harness_packages(k8s_version: str = "1.37.2") -> list[HarnessPackage]:
         )
     kubelet, kubectl, kubeadm = bins["kubelet"], bins["kubectl"], bins["kubeadm"]
     assert kubelet is not None and kubectl is not None
-    pkgs = [
-        kubernetes_cni_package(ver),
+    pkgs = [kubernetes_cni_package(ver)] if cni else []
+    pkgs += [
         HarnessPackage(
             name="kubelet",
             version=debver,
@@ -304,6 +308,19 @@ def parse_packages_index(text: str) -> dict[str, str]:
         if fields["Package"] in out:
             raise AptRepoError(f"Packages lists {fields['Package']} twice")
         out[fields["Package"]] = fields["Version"]
+    return out
+
+
+def parse_packages_versions(text: str) -> dict[str, list[str]]:
+    """``Package -> [Version, ...]`` (in index order) from an apt ``Packages`` file that may list a package
+    at several versions (a repository built with ``also``)."""
+    out: dict[str, list[str]] = {}
+    for stanza in text.strip().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if line and not line.startswith(" ") and ": " in line
+        )
+        if "Package" in fields:
+            out.setdefault(fields["Package"], []).append(fields["Version"])
     return out
 
 
@@ -502,42 +519,61 @@ class BuildReport:
 last_build: BuildReport = BuildReport()
 
 
-def build_repo(dest: Path, k8s_version: str = "1.37.2", *, cache: Path | None = None) -> Path:
+def _versions(k8s_version: str, also: Sequence[str]) -> list[str]:
+    """The primary version, then the ``also`` ones (no leading v); ValueError on a repeated version."""
+    versions = [v.removeprefix("v") for v in (k8s_version, *also)]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"a version is given twice: {k8s_version!r}, also={tuple(also)!r}")
+    return versions
+
+
+def build_repo(
+    dest: Path, k8s_version: str = "1.37.2", *, cache: Path | None = None, also: Sequence[str] = ()
+) -> Path:
     """Fill ``dest`` with a flat apt repository (see module doc); return ``dest``.
 
-    ``dest/manifest.json`` lists ``{package: {version, source, filename, sha256}}``: exactly what
-    the ``Packages`` index holds.  Raises :class:`AptRepoUnavailable` when a tool or reference
-    binary is missing, :class:`AptRepoError` when a step fails."""
+    ``also``: more Kubernetes versions whose kubelet, kubectl and kubeadm the repo carries beside
+    ``k8s_version``'s (one ``apt-get install kubelet=<v>-1.1`` source for an upgrade test); kubernetes-cni
+    is ``k8s_version``'s alone.  ``dest/manifest.json`` lists ``{package: {version, source, filename,
+    sha256}}`` for ``k8s_version`` and the Debian packages, and (only with ``also``) ``"also": {version:
+    {package: ...}}``: together exactly what the ``Packages`` index holds.  Raises
+    :class:`AptRepoUnavailable` when a tool or reference binary is missing, :class:`AptRepoError` when a
+    step fails."""
     global last_build
     t0 = time.monotonic()
     report = BuildReport()
+    primary, *others = _versions(k8s_version, also)
     problems = missing_tools()
     if problems:
         raise AptRepoUnavailable("cannot build the lab apt repo: " + "; ".join(problems))
-    pkgs = harness_packages(k8s_version)
+    by_version = {primary: harness_packages(primary), **{v: harness_packages(v, cni=False) for v in others}}
+    pkgs = [p for ps in by_version.values() for p in ps]
     cache = cache if cache is not None else cache_root() / "debs"
     dest.mkdir(parents=True, exist_ok=True)
     with locked(dest / ".lock"):
         stamps_dir = dest / ".stamps"
         stamps_dir.mkdir(exist_ok=True)
-        manifest: dict[str, dict[str, str]] = {}
+        manifests: dict[str, dict[str, dict[str, str]]] = {v: {} for v in by_version}
+        manifest = manifests[primary]
 
         # 1. harness packages: rebuilt only when an input changed
-        for pkg in pkgs:
-            key = _build_input_key(pkg)
-            stamp = stamps_dir / f"{pkg.name}.json"
-            out = dest / pkg.filename
-            old = _read_json(stamp)
-            if old.get("input") == key and out.is_file() and old.get("sha256") == sha256_file(out):
-                report.reused.append(pkg.filename)
-            else:
-                build_deb(pkg, out)
-                _write_json(stamp, {"input": key, "sha256": sha256_file(out)})
-                report.built.append(pkg.filename)
-            manifest[pkg.name] = {
-                "version": pkg.version, "source": "harness", "filename": pkg.filename,
-                "sha256": str(_read_json(stamp)["sha256"]),
-            }  # fmt: skip
+        for version, version_pkgs in by_version.items():
+            for pkg in version_pkgs:
+                key = _build_input_key(pkg)
+                # the primary version's stamps keep their single-version names (kubelet.json)
+                stamp = stamps_dir / (f"{pkg.name}.json" if version == primary else f"{pkg.name}_{pkg.version}.json")
+                out = dest / pkg.filename
+                old = _read_json(stamp)
+                if old.get("input") == key and out.is_file() and old.get("sha256") == sha256_file(out):
+                    report.reused.append(pkg.filename)
+                else:
+                    build_deb(pkg, out)
+                    _write_json(stamp, {"input": key, "sha256": sha256_file(out)})
+                    report.built.append(pkg.filename)
+                manifests[version][pkg.name] = {
+                    "version": pkg.version, "source": "harness", "filename": pkg.filename,
+                    "sha256": str(_read_json(stamp)["sha256"]),
+                }  # fmt: skip
 
         # 2. Debian packages: from the shared cache
         debian_roots = sorted({d for p in pkgs for d in _dep_names(p.depends)} - {p.name for p in pkgs})
@@ -555,14 +591,15 @@ def build_repo(dest: Path, k8s_version: str = "1.37.2", *, cache: Path | None = 
             }  # fmt: skip
 
         # 3. nothing else: .debs of other versions / dropped packages go
-        wanted = {m["filename"] for m in manifest.values()}
+        every = [m for ms in manifests.values() for m in ms.values()]
+        wanted = {m["filename"] for m in every}
         for stale in dest.glob("*.deb"):
             if stale.name not in wanted:
                 stale.unlink()
 
         # 4. index, only when the set of .debs changed
         index_key = hashlib.sha256(
-            json.dumps(sorted((m["filename"], m["sha256"]) for m in manifest.values())).encode()
+            json.dumps(sorted((m["filename"], m["sha256"]) for m in every)).encode()
         ).hexdigest()
         index_stamp = stamps_dir / "index.json"
         if _read_json(index_stamp).get("key") != index_key or not all(
@@ -571,22 +608,32 @@ def build_repo(dest: Path, k8s_version: str = "1.37.2", *, cache: Path | None = 
             _write_index(dest)
             _write_json(index_stamp, {"key": index_key})
             report.index_written = True
-        _write_json(dest / "manifest.json", {"k8s_version": k8s_version.removeprefix("v"), "packages": manifest})
+        doc: dict[str, object] = {"k8s_version": primary, "packages": manifest}
+        if others:
+            doc["also"] = {v: manifests[v] for v in others}
+        _write_json(dest / "manifest.json", doc)
     report.seconds = time.monotonic() - t0
     last_build = report
     return dest
 
 
-def read_manifest(repo: Path) -> dict[str, dict[str, str]]:
-    """``{package: {version, source, filename, sha256}}`` written by :func:`build_repo`."""
+def read_manifest(repo: Path, k8s_version: str | None = None) -> dict[str, dict[str, str]]:
+    """``{package: {version, source, filename, sha256}}`` written by :func:`build_repo`: the primary
+    version's and the Debian packages (``k8s_version`` None or the primary), or the kubelet, kubectl and
+    kubeadm of a version built ``also``.  KeyError for a version the repo does not carry."""
     data = json.loads((repo / "manifest.json").read_text())
-    packages: dict[str, dict[str, str]] = data["packages"]
+    packages: dict[str, dict[str, str]]
+    if k8s_version is None or k8s_version.removeprefix("v") == data["k8s_version"]:
+        packages = data["packages"]
+    else:
+        packages = data.get("also", {})[k8s_version.removeprefix("v")]
     return packages
 
 
-def default_repo_dir(k8s_version: str = "1.37.2") -> Path:
-    """Where the fixture keeps the repo between runs: ``<ref cache>/aptrepo/v<version>``."""
-    return cache_root() / "aptrepo" / f"v{k8s_version.removeprefix('v')}"
+def default_repo_dir(k8s_version: str = "1.37.2", also: Sequence[str] = ()) -> Path:
+    """Where the fixture keeps the repo between runs: ``<ref cache>/aptrepo/v<version>``, or with ``also``
+    ``<ref cache>/aptrepo/v<version>+v<also>...`` (a directory per set of versions: each keeps only its .debs)."""
+    return cache_root() / "aptrepo" / "+".join(f"v{v}" for v in _versions(k8s_version, also))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -758,6 +805,13 @@ class AptRepo:
     k8s_version: str
     packages: dict[str, dict[str, str]]
     build: BuildReport
+    #: the other versions' kubelet, kubectl and kubeadm (``apt_versions`` marker): version -> packages
+    also: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """Every Kubernetes version the repo carries, the primary first."""
+        return (self.k8s_version, *self.also)
 
     @property
     def url(self) -> str:
@@ -772,24 +826,39 @@ class AptRepo:
         return deb_version(self.k8s_version)
 
 
-def build_or_skip(k8s_version: str = "1.37.2", dest: Path | None = None) -> Path:
+def build_or_skip(k8s_version: str = "1.37.2", dest: Path | None = None, also: Sequence[str] = ()) -> Path:
     """:func:`build_repo` into :func:`default_repo_dir`; skips the test when a prerequisite is missing."""
     try:
-        return build_repo(dest or default_repo_dir(k8s_version), k8s_version)
+        return build_repo(dest or default_repo_dir(k8s_version, also), k8s_version, also=also)
     except AptRepoUnavailable as e:
         pytest.skip(str(e))
     except PermissionError as e:
         pytest.skip(f"lab apt repo: cannot write the cache ({e}); run as root")
 
 
+#: The ``apt_repo`` fixture's version unless the module says ``pytest.mark.apt_versions(...)``.
+DEFAULT_APT_VERSION = "1.37.2"
+
+
+def apt_versions(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The module's ``apt_versions("1.37.2", "1.36.3")`` marker (primary version first), else
+    :data:`DEFAULT_APT_VERSION` alone."""
+    marker = request.node.get_closest_marker("apt_versions")
+    versions = tuple(str(v).removeprefix("v") for v in marker.args) if marker else ()
+    return versions or (DEFAULT_APT_VERSION,)
+
+
 @pytest.fixture(scope="module")
 def apt_repo(request: pytest.FixtureRequest) -> Iterator[AptRepo]:
     """The lab apt repository (built or reused) served at 10.200.0.1:8080 on the module's lab: its
-    ``systemd_lab`` if the module is marked ``systemd_lab``, else its ``lab``."""
-    version = "1.37.2"
-    path = build_or_skip(version)
+    ``systemd_lab`` if the module is marked ``systemd_lab``, else its ``lab``.  A module marked
+    ``pytest.mark.apt_versions("1.37.2", "1.36.3")`` gets one repository with the Kubernetes packages of
+    each version (the first one's kubernetes-cni; ``AptRepo.packages`` is the first version's)."""
+    version, *also = apt_versions(request)
+    path = build_or_skip(version, also=also)
     report = last_build
     kind = "systemd_lab" if request.node.get_closest_marker("systemd_lab") else "lab"
     the_lab: AnyLab = request.getfixturevalue(kind)
     with serve(the_lab, path) as server:
-        yield AptRepo(path, server, version, read_manifest(path), report)
+        yield AptRepo(path, server, version, read_manifest(path), report,
+                      {v: read_manifest(path, v) for v in also})

@@ -43,6 +43,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "systemd_lab(hosts=3, ro_binds=()): needs the systemd-nspawn lab hosts (tests/lab/systemd.py)"
     )
+    config.addinivalue_line(
+        "markers",
+        "apt_versions(*versions): the apt_repo fixture's Kubernetes versions, primary first (tests/lab/aptrepo.py)",
+    )
 
 
 def _skip_reason(what: str, prerequisites: Callable[[], list[str]]) -> str | None:
