@@ -112,6 +112,17 @@ def timed(c: Cluster, inv: Path, label: str, *args: str, poll: bool = False) -> 
     return res
 
 
+def bring_up(c: Cluster, label: str) -> bool:
+    """`kubeboot up` of the cluster, timed, then its admin kubeconfig on the workstation; False (said) on failure."""
+    t1 = time.monotonic()
+    res = c.kb("up", netns=True)
+    if res.returncode != 0:
+        print(f"up failed:\n{res.stderr[-3000:]}")
+        return False
+    print(f"kubeboot up ({label}): {time.monotonic() - t1:.1f}s", flush=True)
+    return c.kb("kubeconfig", "-i", str(c.inv), "-o", str(c.admin)).returncode == 0
+
+
 def main() -> int:
     inputs = bench_inputs()
     if inputs is None:
@@ -128,13 +139,7 @@ def main() -> int:
             d = Path(tmp)
             inv = ha_inventory(lab, d / "cluster.yaml", server.sources_line, images)
             c = Cluster(lab, inv, images, d / "admin.conf", kubectl)
-            t1 = time.monotonic()
-            res = c.kb("up", netns=True)
-            if res.returncode != 0:
-                print(f"up failed:\n{res.stderr[-3000:]}")
-                return 1
-            print(f"kubeboot up (6 hosts): {time.monotonic() - t1:.1f}s", flush=True)
-            if c.kb("kubeconfig", "-i", str(inv), "-o", str(c.admin)).returncode != 0:
+            if not bring_up(c, "6 hosts"):
                 return 1
             five = ha_inventory(lab, d / "five.yaml", server.sources_line, images, workers=WORKERS[:1])
             extra = [h.name for h in lab.hosts if h.name not in cluster_hosts]

@@ -163,13 +163,12 @@ def plan_upgrade(target: KubernetesVersion, nodes: Sequence[NodeVersions], wante
     return UpgradePlan(source, target, tuple(out))
 
 
-def version_mismatch(target: KubernetesVersion, nodes: Sequence[NodeVersions]) -> str | None:
-    """For `up`: why the control planes' version is not the inventory's (None when it is, or nothing runs yet).
-    `up` converges a cluster at one version; changing the version is `kubeboot upgrade`'s job, one control plane
-    at a time."""
+def version_mismatch(target: KubernetesVersion, nodes: Sequence[NodeVersions]) -> tuple[str, Version] | None:
+    """For `up`: which control planes run another version than the inventory's, and the newest one they run (None
+    when all run it, or nothing runs yet). `up` converges a cluster at one version; changing the version is
+    `kubeboot upgrade`'s job, one control plane at a time."""
     tv = parse_version(target.version)
-    running = {n.name: n.control_plane_version for n in nodes if n.control_plane and n.control_plane_version}
-    other = {name: v for name, v in running.items() if v != tv}
+    other = {n.name: v for n in nodes if n.control_plane and (v := n.control_plane_version) is not None and v != tv}
     if not other:
         return None
-    return ", ".join(f"{k} runs {show(v)}" for k, v in other.items() if v is not None)
+    return ", ".join(f"{k} runs {show(v)}" for k, v in other.items()), max(other.values())

@@ -140,11 +140,15 @@ def up(req: UpRequest, reporter: output.Reporter,
     try:
         read = adopt_existing(cfg0, root, conns, reporter, req.connect.concurrency)
         other = version_mismatch(cfg0.version, running_versions(cfg0, read))
-        if other:
-            raise VersionSkewError(f"the inventory asks for {cfg0.version.tag} but {other}: `up` keeps a cluster at "
-                                   f"its version and does not change it", hint=(
-                                       f"to upgrade: kubeboot upgrade -i {req.inventory} --to {cfg0.version.version}; "
-                                       f"else set spec.kubernetesVersion to the version the control planes run"))
+        if other is not None:
+            which, newest = other
+            v = f"{newest[0]}.{newest[1]}.{newest[2]}"
+            hint = (f"set spec.kubernetesVersion to {v} (kubeboot does not downgrade)" if newest > tuple(
+                int(x) for x in cfg0.version.version.split(".")) else
+                f"to upgrade: kubeboot upgrade -i {req.inventory} --to {cfg0.version.version}; to keep the cluster "
+                f"where it is: set spec.kubernetesVersion to {v}")
+            raise VersionSkewError(f"the inventory asks for {cfg0.version.tag} but {which}: `up` keeps a cluster at "
+                                   f"its version and does not change it", hint=hint)
     except BaseException:
         if transports is None:
             close_all(conns.values())

@@ -392,7 +392,8 @@ def upgrade(req: UpgradeRequest, rep: output.Reporter) -> RunResult:
         return s
 
     renew_paths = list(host_paths(RENEWED)) + ["/root/.kube/config", ADMIN_CONF]
-    runner = Runner(rendered.config, {}, options, req.connect, rep, trace, conns, run.rerender, session,
+    # the rendered paths are what the facts hash (the files each step compares); rerender refines them per host
+    runner = Runner(rendered.config, rendered.hosts, options, req.connect, rep, trace, conns, run.rerender, session,
                     lambda h: [*PROBED, *renew_paths] if h.is_control_plane else list(PROBED))
     try:
         return runner.run(workflow(run), (), (), req.dry_run)

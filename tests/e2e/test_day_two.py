@@ -1,10 +1,13 @@
-"""Day two on a real cluster: `kubeboot status` (healthy, one control plane down, etcd quorum lost, recovery) and
-`kubeboot certs check-expiration`, and the warning every `up` prints about certificates that expire soon.
+"""Day two on a real cluster: `kubeboot upgrade` from the previous minor, `kubeboot status` (healthy, one control
+plane down, etcd quorum lost, recovery), `kubeboot certs check-expiration` and `renew`, etcd snapshot and restore,
+remove-node and reset, and the warning every `up` prints about certificates that expire soon.
 
 One module-scoped cluster built like tests/e2e/test_up_cluster.py's (h1 load balancer, h2-h4 control planes, h5 a
 worker), with certificates issued for 60 days (`spec.certificates.validityDays`): real certificates with a short
 life, so `up` has something to warn about and check-expiration's dates are checked against the files on the hosts.
-Tests run in file order and build on each other.
+It is built at the previous release (PREVIOUS_VERSION, 1.36) and upgraded to the default one by the first day-two
+test, as an operator's cluster is: every later test runs on an upgraded cluster. Tests run in file order and build
+on each other.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import yaml
 from cryptography import x509
 
 from tests.e2e.conftest import proxy_only_ssh_config
-from tests.e2e.nodes import Cluster
+from tests.e2e.nodes import Cluster, containers, unit
 from tests.e2e.test_up_cluster import CPS, LB, build_ha
 from tests.lab.aptrepo import AptRepo, apt_repo  # noqa: F401 (fixture)
 from tests.lab.common import wait_until
 from tests.lab.systemd import SystemdLab
+from tests.reference.binaries import DEFAULT_VERSION, PREVIOUS_VERSION
+from tests.reference.images import upgrade_images_dir
 
-pytestmark = [pytest.mark.systemd_lab(hosts=5)]
+pytestmark = [pytest.mark.systemd_lab(hosts=5), pytest.mark.apt_versions(DEFAULT_VERSION, PREVIOUS_VERSION)]
 
 WORKER = "h5"
 VALIDITY_DAYS = 60
@@ -37,8 +42,11 @@ DEGRADED, QUORUM_LOST = 19, 20
 
 @pytest.fixture(scope="module")
 def cluster(systemd_lab: SystemdLab, apt_repo: AptRepo, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    return build_ha(systemd_lab, apt_repo, tmp_path_factory.mktemp("day2"), workers=(WORKER,),
-                    certificates={"validityDays": VALIDITY_DAYS})
+    images = upgrade_images_dir(PREVIOUS_VERSION, DEFAULT_VERSION)
+    if images is None:
+        pytest.skip(f"no image archives of {PREVIOUS_VERSION} and {DEFAULT_VERSION}: tests/setup.sh builds them")
+    return build_ha(systemd_lab, apt_repo, tmp_path_factory.mktemp("day2"), workers=(WORKER,), images=images,
+                    kubernetesVersion=PREVIOUS_VERSION, certificates={"validityDays": VALIDITY_DAYS})
 
 
 def kb(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,6 +75,85 @@ def test_up_warns_about_certificates_expiring_within_90_days(cluster: Cluster) -
     first = next(ln for ln in warnings if ln.startswith(f"[certs] {CPS[0]}:"))
     assert f"expire within 90 days, the first in {VALIDITY_DAYS - 1}d" in first, first
     assert "admin.conf" in first and "apiserver" in first and "etcd-ca" not in first, first
+
+
+def _images(c: Cluster, host: str) -> dict[str, str]:
+    """The image each static pod manifest on the host names (read from its disk, not through kubeboot)."""
+    out = {}
+    for comp in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        doc = yaml.safe_load((c.lab.host(host).rootfs / f"etc/kubernetes/manifests/{comp}.yaml").read_text())
+        out[comp] = doc["spec"]["containers"][0]["image"]
+    return out
+
+
+def _kubelets(c: Cluster) -> dict[str, str]:
+    return {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"]
+            for n in c.kubectl_json("get", "nodes")["items"]}
+
+
+def test_upgrade_to_the_next_minor_keeps_the_api_answering(cluster: Cluster) -> None:
+    c = cluster
+    old, new = f"v{PREVIOUS_VERSION}", f"v{DEFAULT_VERSION}"
+    assert set(_kubelets(c).values()) == {old}
+    cas = {h: (c.lab.host(h).rootfs / "etc/kubernetes/pki/ca.crt").read_bytes() for h in CPS}
+    serials = {h: _serial(c, h, "apiserver.crt") for h in CPS}
+    plan = kb(c, "upgrade", "--to", DEFAULT_VERSION, "--dry-run")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert f"would upgrade: etcd -> 3.7.0-0, kube-apiserver -> {new}" in plan.stderr, plan.stderr[-3000:]
+    assert set(_kubelets(c).values()) == {old}  # a plan changes nothing
+    with Poller(c) as poll:
+        res = kb(c, "upgrade", "--to", DEFAULT_VERSION)
+    (c.inv.parent / "upgrade.log").write_text(res.stdout + res.stderr)
+    assert res.returncode == 0, res.stderr[-6000:]
+    assert poll.ok > 0 and poll.worst <= 1, (poll.worst, poll.errors[:5])  # no outage through the LB
+    assert _kubelets(c) == {h: new for h in (*CPS, WORKER)}
+    for h in CPS:
+        assert _images(c, h) == {"etcd": "registry.k8s.io/etcd:3.7.0-0",
+                                 **{comp: f"registry.k8s.io/{comp}:{new}" for comp in
+                                    ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}}
+        assert (c.lab.host(h).rootfs / "etc/kubernetes/pki/ca.crt").read_bytes() == cas[h]
+        assert _serial(c, h, "apiserver.crt") != serials[h]  # renewed, as kubeadm upgrade does
+        assert f"Kubernetes {new}" in c.sh(h, "kubelet --version")
+        assert c.sh(h, "apt-mark showhold").split() == ["kubectl", "kubelet"]
+    ds = c.kubectl_json("get", "daemonset", "-n", "kube-system", "kube-proxy")
+    assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == f"registry.k8s.io/kube-proxy:{new}"
+    dep = c.kubectl_json("get", "deployment", "-n", "kube-system", "coredns")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.k8s.io/coredns/coredns:v1.14.6"
+    cc = yaml.safe_load(c.kubectl_json("get", "configmap", "-n", "kube-system", "kubeadm-config")["data"]
+                        ["ClusterConfiguration"])
+    assert cc["kubernetesVersion"] == new
+    c.kubectl_json("get", "clusterrolebinding", "kubeadm:apiserver-kubelet-client")
+    nodes = c.kubectl_json("get", "nodes")["items"]
+    assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]  # every node uncordoned
+    assert all(n["metadata"].get("annotations", {}).get("kubeboot.io/cordoned-by") is None for n in nodes)
+    snaps = list((c.inv.parent / ".kubeboot" / "nodes" / "snapshots").glob(f"*before-upgrade-to-{new.replace('.', '-')}*.db"))
+    assert len(snaps) == 1, snaps
+    assert "PRIVATE KEY" not in res.stdout + res.stderr
+    # kubectl logs and exec: the API server reaches the kubelets as kube-apiserver-kubelet-client
+    etcd_pod = f"etcd-{CPS[0]}"
+    logs = c.kubectl("logs", "-n", "kube-system", etcd_pod, "--tail=1")
+    assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
+    ex = c.kubectl("exec", "-n", "kube-system", etcd_pod, "--", "etcd", "--version")
+    assert ex.returncode == 0 and "etcd Version: 3.7.0" in ex.stdout, ex.stdout + ex.stderr
+    # a second run is a no-op: no file, no container, no kubelet changes
+    before = {h: unit(c.lab, h, "kubelet") for h in (*CPS, WORKER)}
+    pods = {h: containers(c.lab, h) for h in CPS}
+    again = kb(c, "upgrade", "--to", DEFAULT_VERSION)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[done] no changes" in again.stderr, again.stderr[-3000:]
+    assert {h: unit(c.lab, h, "kubelet") for h in (*CPS, WORKER)} == before
+    assert {h: containers(c.lab, h) for h in CPS} == pods
+    # `up` with the inventory still at the old version refuses (exit 26), and is fine once it says the new one
+    stale = c.kb("up", netns=True)
+    assert stale.returncode == 26, stale.stderr[-2000:]
+    assert f"runs {new}" in stale.stderr and f"set spec.kubernetesVersion to {DEFAULT_VERSION}" in stale.stderr, \
+        stale.stderr[-2000:]
+    doc = yaml.safe_load(c.inv.read_text())
+    doc["spec"]["kubernetesVersion"] = DEFAULT_VERSION
+    c.inv.write_text(yaml.safe_dump(doc, sort_keys=False))
+    converged = c.kb("up", netns=True)
+    assert converged.returncode == 0, converged.stderr[-3000:]
+    assert {h: unit(c.lab, h, "kubelet") for h in (*CPS, WORKER)} == before
 
 
 def test_status_of_a_healthy_cluster(cluster: Cluster) -> None:

@@ -46,9 +46,11 @@ def ha_inventory(lab: SystemdLab, path: Path, sources: str, images: Path, worker
                           kubectl={"users": ["kbuser"]}, **spec)
 
 
-def build_ha(lab: SystemdLab, apt_repo: AptRepo, d: Path, workers: tuple[str, ...] = WORKERS, **spec: Any) -> Cluster:
-    """`kubeboot up` of the recipe's cluster (h1 LB, h2-h4 control planes, the workers) and the admin kubeconfig."""
-    images = images_dir()
+def build_ha(lab: SystemdLab, apt_repo: AptRepo, d: Path, workers: tuple[str, ...] = WORKERS,
+             images: Path | None = None, **spec: Any) -> Cluster:
+    """`kubeboot up` of the recipe's cluster (h1 LB, h2-h4 control planes, the workers) and the admin kubeconfig.
+    `images`: the archive directory (default: this version's locally built images)."""
+    images = images or images_dir()
     kubectl = ref_bin("kubectl")
     if images is None or kubectl is None:
         pytest.skip("no locally built images or kubectl: tests/setup.sh builds them")

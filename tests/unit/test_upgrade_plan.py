@@ -117,7 +117,8 @@ def test_refusals(keygen, now) -> None:  # type: ignore[no-untyped-def]
 
 def test_up_refuses_another_version_than_the_control_planes_run(keygen, now) -> None:  # type: ignore[no-untyped-def]
     assert version_mismatch(OLD, running("1.36", keygen, now)) is None
-    assert version_mismatch(NEW, running("1.36", keygen, now)) == "cp1 runs v1.36.3, cp2 runs v1.36.3, cp3 runs v1.36.3"
+    assert version_mismatch(NEW, running("1.36", keygen, now)) == (
+        "cp1 runs v1.36.3, cp2 runs v1.36.3, cp3 runs v1.36.3", (1, 36, 3))
     fresh = [NodeVersions("cp1", True, {c: None for c in COMPONENTS}, None)]
     assert version_mismatch(NEW, fresh) is None  # nothing runs yet: a new cluster
 
