@@ -11,20 +11,23 @@ from kubeboot.phases.base import Phase, PhaseContext
 from kubeboot.phases.runtime import NODES
 from kubeboot.plan.actions import Action, RunCommand, UploadFile
 from kubeboot.plan.archives import ImageArchive, present
-from kubeboot.render.images import component_image, etcd_image
 
 UPLOAD_DIR = "/var/cache/kubeboot/images"
 
 
-def control_plane_only(ctx: PhaseContext) -> frozenset[str]:
-    cfg = ctx.config
-    return frozenset([component_image(cfg, c) for c in ("kube-apiserver", "kube-controller-manager",
-                                                        "kube-scheduler")] + [etcd_image(cfg)])
+CONTROL_PLANE_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+
+
+def control_plane_only(ctx: PhaseContext, ref: str) -> bool:
+    """The ref is a control-plane component's image, of any version (the repository's, without the tag): an
+    archive of another release's control plane (an upgrade's images directory holds both) is no worker's either."""
+    repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    return repo in {f"{ctx.config.image_repository}/{c}" for c in CONTROL_PLANE_IMAGES}
 
 
 def wanted_on(ctx: PhaseContext, host: Host, archive: ImageArchive) -> bool:
     """Workers skip archives that hold nothing but control-plane images (they never run them)."""
-    return host.is_control_plane or not set(archive.refs) <= control_plane_only(ctx)
+    return host.is_control_plane or not all(control_plane_only(ctx, r) for r in archive.refs)
 
 
 def plan_images(ctx: PhaseContext, host: Host) -> list[Action]:

@@ -150,6 +150,7 @@ def test_images_field_validated() -> None:
 def _archives(tmp_path: Path) -> Any:
     (tmp_path / "cp.tar").write_bytes(oci_archive(["registry.k8s.io/kube-apiserver:v1.37.2",
                                                     "registry.k8s.io/etcd:3.7.0-0"]))
+    (tmp_path / "cp-1.36.tar").write_bytes(oci_archive(["registry.k8s.io/kube-scheduler:v1.36.3"]))
     (tmp_path / "node.tar").write_bytes(oci_archive(["registry.k8s.io/pause:3.10.2",
                                                       "registry.k8s.io/kube-proxy:v1.37.2"]))
     return load_image_archives(tmp_path, "--images")
@@ -160,11 +161,11 @@ def test_images_phase_imports_only_what_a_node_lacks(cl: Cluster, tmp_path: Path
     ctx = ctx_for(cl, image_archives=archives)
     cp = plan_images(ctx, cl.host("cp1"))
     uploads = [a for a in cp if isinstance(a, UploadFile)]
-    assert [Path(u.local).name for u in uploads] == ["cp.tar", "node.tar"]
+    assert [Path(u.local).name for u in uploads] == ["cp-1.36.tar", "cp.tar", "node.tar"]
     assert all(u.path.startswith("/var/cache/kubeboot/images/") and u.mode == 0o600 for u in uploads)
     imports = [a.command for a in cp if isinstance(a, RunCommand)]
     assert all(c.startswith("ctr -n k8s.io images import ") and "rm -f" in c for c in imports)
-    # a worker never gets an archive of control-plane-only images
+    # a worker never gets an archive of control-plane-only images, of this release or another (an upgrade's)
     assert [Path(a.local).name for a in plan_images(ctx, cl.host("w1")) if isinstance(a, UploadFile)] == ["node.tar"]
     # everything present by digest: nothing to do (a re-run imports nothing)
     have = {i.ref: i.digest for _p, a in archives for i in a.images}
