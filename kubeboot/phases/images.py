@@ -11,18 +11,16 @@ from kubeboot.phases.base import Phase, PhaseContext
 from kubeboot.phases.runtime import NODES
 from kubeboot.plan.actions import Action, RunCommand, UploadFile
 from kubeboot.plan.archives import ImageArchive, present
+from kubeboot.render.images import split_ref
+from kubeboot.render.manifests import STATIC_PODS
 
 UPLOAD_DIR = "/var/cache/kubeboot/images"
-
-
-CONTROL_PLANE_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 
 
 def control_plane_only(ctx: PhaseContext, ref: str) -> bool:
     """The ref is a control-plane component's image, of any version (the repository's, without the tag): an
     archive of another release's control plane (an upgrade's images directory holds both) is no worker's either."""
-    repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
-    return repo in {f"{ctx.config.image_repository}/{c}" for c in CONTROL_PLANE_IMAGES}
+    return split_ref(ref)[0] in {f"{ctx.config.image_repository}/{c}" for c in STATIC_PODS}
 
 
 def wanted_on(ctx: PhaseContext, host: Host, archive: ImageArchive) -> bool:

@@ -21,15 +21,14 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from kubeboot.config.model import ClusterConfig, Host
-from kubeboot.render.manifests import ETCD_DATA_DIR, etcd_peer_url
+from kubeboot.render.manifests import ETCD_DATA_DIR, MANIFESTS, STATIC_PODS, etcd_peer_url
 
 API_VERSION = "kubeboot.io/v1alpha1"
 KIND = "EtcdSnapshot"
-MANIFESTS = "/etc/kubernetes/manifests"
 # The control plane's static pods, moved here while a restore runs (the kubelet stops them; moved back, it starts
 # them). A fixed name, so a restore that stopped halfway finds them on a re-run.
 ASIDE = "/etc/kubernetes/manifests.kubeboot-restore"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+COMPONENTS = STATIC_PODS
 ETCD_PKI = "/etc/kubernetes/pki/etcd"
 NODE_DIR = "/var/lib/kubeboot/etcd"  # snapshots on a control plane while they are saved or restored
 # etcd's advice for restoring a cluster that clients watch (etcdutl snapshot restore --help): raise the revision

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from kubeboot.config.model import ClusterConfig, Host, LoadBalancerMode
 from kubeboot.pki import expiry
 from kubeboot.plan.facts import MARK, parse_sections
+from kubeboot.render.manifests import STATIC_PODS
 
-STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SERVICES = ("containerd", "kubelet", "nginx")
 NGINX_CONF = "/etc/nginx/nginx.conf"
 CA_CERT = f"{expiry.CERTS_DIR}/ca.crt"

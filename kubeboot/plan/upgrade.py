@@ -11,11 +11,10 @@ import yaml
 
 from kubeboot.config.versions import KubernetesVersion
 from kubeboot.errors import VersionSkewError
+from kubeboot.render.images import split_ref
+from kubeboot.render.manifests import MANIFESTS, STATIC_PODS
 
-# kubeadm's order on a control plane: etcd first (the API server talks to its local member), then the API server,
-# then its clients
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-MANIFEST_DIR = "/etc/kubernetes/manifests"
+COMPONENTS = STATIC_PODS  # upgraded in this order, one after the other
 # the kubelet skew policy: a kubelet may be up to three minors older than the API server, never newer
 KUBELET_SKEW = 3
 
@@ -23,7 +22,7 @@ Version = tuple[int, int, int]
 
 
 def manifest_path(component: str) -> str:
-    return f"{MANIFEST_DIR}/{component}.yaml"
+    return f"{MANIFESTS}/{component}.yaml"
 
 
 def parse_version(text: str) -> Version | None:
@@ -56,9 +55,7 @@ def manifest_image(data: bytes | None, component: str) -> str | None:
 
 
 def image_tag(image: str | None) -> str | None:
-    if image is None or ":" not in image.rsplit("/", 1)[-1]:
-        return None
-    return image.rsplit(":", 1)[1]
+    return None if image is None else split_ref(image)[1]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,15 @@ def _tag(version: str) -> str:
     return re.sub(r"[^-A-Za-z0-9_.]", "_", version)
 
 
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """"registry.k8s.io/etcd:3.7.0-0" -> ("registry.k8s.io/etcd", "3.7.0-0"); no tag (a registry port is not one):
+    (ref, None)."""
+    if ":" not in ref.rsplit("/", 1)[-1]:
+        return ref, None
+    repo, tag = ref.rsplit(":", 1)
+    return repo, tag
+
+
 def component_image(cfg: ClusterConfig, component: str) -> str:
     return f"{cfg.image_repository}/{component}:{_tag(cfg.version.tag)}"
 

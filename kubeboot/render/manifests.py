@@ -19,6 +19,10 @@ from kubeboot.config.model import APISERVER_BIND_PORT, Arg, ClusterConfig, Compo
 from kubeboot.render.images import component_image, etcd_image
 
 PKI = "/etc/kubernetes/pki"
+MANIFESTS = "/etc/kubernetes/manifests"
+# The control plane's static pods, in kubeadm's order on a node: etcd first (the API server talks to its local
+# member), then the API server, then its clients.
+STATIC_PODS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 ETCD_DATA_DIR = "/var/lib/etcd"
 PROBE_PORT = "probe-port"
 # ControlPlaneComponentHealthCheck (4m) / startup period (10s), rounded up.

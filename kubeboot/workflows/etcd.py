@@ -43,13 +43,13 @@ from kubeboot.plan import snapshot as sn
 from kubeboot.plan.actions import RunCommand, UploadFile
 from kubeboot.render.cluster import local_api_url
 from kubeboot.render.images import etcd_image
-from kubeboot.render.manifests import ETCD_DATA_DIR, etcd_client_url, etcd_peer_url
+from kubeboot.render.manifests import ETCD_DATA_DIR, MANIFESTS, etcd_client_url, etcd_peer_url
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog, combine, parallel
 from kubeboot.transport.base import Transport, close_all
 from kubeboot.workflows.session import Session, ready
 from kubeboot.workflows.status import connect, credentials
 
-ETCD_MANIFEST = f"{sn.MANIFESTS}/etcd.yaml"
+ETCD_MANIFEST = f"{MANIFESTS}/etcd.yaml"
 SAVE_TIMEOUT = 300.0
 
 

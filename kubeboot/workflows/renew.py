@@ -26,6 +26,7 @@ from kubeboot.pki.certs import LEAVES
 from kubeboot.plan.actions import RunCommand
 from kubeboot.render.cluster import local_api_url
 from kubeboot.render.lb import nginx_conf
+from kubeboot.render.manifests import STATIC_PODS
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog
 from kubeboot.workflows.session import Session, ready, ready_control_planes
 
@@ -45,8 +46,6 @@ RENEWABLE: dict[str, tuple[str, ...]] = {
 }
 _LEAF_BASE = {leaf.id: leaf.base for leaf in LEAVES}
 _KUBECONFIGS = {c.file for c in CLIENTS}
-# restart order on one control plane: etcd first (the API server reconnects), the API server, then its clients
-_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
 @dataclass(frozen=True)
@@ -95,14 +94,15 @@ def host_paths(names: Collection[str]) -> dict[str, str]:
 
 def restarts(names: Collection[str]) -> list[str]:
     wanted = {c for n in names for c in RENEWABLE[n]}
-    return [c for c in _ORDER if c in wanted]
+    return [c for c in STATIC_PODS if c in wanted]  # etcd first: the API server reconnects to it
 
 
-def _containers(component: str) -> str:
-    """Shell: the IDs of the component's running containers in containerd (as crictl ps would show)."""
-    label = f'labels."io.kubernetes.container.name"=={component}'
-    return (f"for c in $(timeout 30 ctr -n k8s.io containers ls -q {shlex.quote(label)}); do "
-            f"timeout 30 ctr -n k8s.io tasks ls | awk -v c=$c '$1==c && $3==\"RUNNING\" {{print c}}'; done")
+def running_containers(component: str) -> str:
+    """Shell: one line `ID IMAGE` per running container of the component in containerd (as crictl ps shows)."""
+    label = shlex.quote(f'labels."io.kubernetes.container.name"=={component}')
+    return (f"running=$(timeout 30 ctr -n k8s.io tasks ls | awk '$3==\"RUNNING\" {{print $1}}'); "
+            f"timeout 30 ctr -n k8s.io containers ls {label} | awk 'NR>1 {{print $1, $2}}' | "
+            f"while read id image; do case \" $(echo $running) \" in *\" $id \"*) echo \"$id $image\";; esac; done")
 
 
 # Seconds a stopped component gets to exit on SIGTERM before SIGKILL, as the kubelet's grace period does. Shorter
@@ -130,7 +130,7 @@ def restart_components(s: Session, host: Host, components: Sequence[str], timeou
     t = s.runner.transports[host.name]
 
     def running() -> dict[str, set[str]]:
-        script = "; ".join(f"echo {c} $({_containers(c)})" for c in components)
+        script = "; ".join(f"echo {c} $({running_containers(c)} | cut -d' ' -f1)" for c in components)
         lines = t.run(script, display="list the components' running containers").stdout.splitlines()
         return {ln.split()[0]: set(ln.split()[1:]) for ln in lines if ln.strip()}
 

@@ -40,7 +40,7 @@ from kubeboot.render.node import PACKAGE_DROPINS
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog, ssh_transports
 from kubeboot.config.model import ClusterConfig
 from kubeboot.transport.base import Transport, close_all
-from kubeboot.plan.upgrade import version_mismatch
+from kubeboot.plan.upgrade import parse_version, show, version_mismatch
 from kubeboot.workflows.adopt import adopt_existing, running_versions
 
 
@@ -142,11 +142,11 @@ def up(req: UpRequest, reporter: output.Reporter,
         other = version_mismatch(cfg0.version, running_versions(cfg0, read))
         if other is not None:
             which, newest = other
-            v = f"{newest[0]}.{newest[1]}.{newest[2]}"
-            hint = (f"set spec.kubernetesVersion to {v} (kubeboot does not downgrade)" if newest > tuple(
-                int(x) for x in cfg0.version.version.split(".")) else
-                f"to upgrade: kubeboot upgrade -i {req.inventory} --to {cfg0.version.version}; to keep the cluster "
-                f"where it is: set spec.kubernetesVersion to {v}")
+            v = show(newest).removeprefix("v")
+            ahead = parse_version(cfg0.version.version)
+            hint = (f"set spec.kubernetesVersion to {v} (kubeboot does not downgrade)" if ahead and newest > ahead else
+                    f"to upgrade: kubeboot upgrade -i {req.inventory} --to {cfg0.version.version}; to keep the cluster "
+                    f"where it is: set spec.kubernetesVersion to {v}")
             raise VersionSkewError(f"the inventory asks for {cfg0.version.tag} but {which}: `up` keeps a cluster at "
                                    f"its version and does not change it", hint=hint)
     except BaseException:
