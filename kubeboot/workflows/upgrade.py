@@ -16,7 +16,6 @@ it stopped, and a run on an upgraded cluster changes nothing.
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,10 +45,11 @@ from kubeboot.render.images import component_image, etcd_image, required_images
 from kubeboot.render.manifests import etcd_client_url
 from kubeboot.runner import ConnectOptions, Runner, RunResult, TraceLog, combine, parallel, ssh_transports
 from kubeboot.transport.base import Transport, close_all
+from kubeboot.kube import client as kc
 from kubeboot.workflows import controlplane as cp
 from kubeboot.workflows.adopt import adopt_existing, running_versions
 from kubeboot.workflows.etcd import default_snapshot_path, save_snapshot
-from kubeboot.workflows.renew import RENEWABLE, host_paths, state_entries
+from kubeboot.workflows.renew import RENEWABLE, host_paths, running_containers, state_entries
 from kubeboot.workflows.reset import drain_node, uncordon_node
 from kubeboot.workflows.session import PROBED, Session, ready, ready_control_planes
 from kubeboot.workflows.up import archive_dir, load_image_archives, placed_by_up, render_for_hosts
@@ -206,6 +206,8 @@ class Upgrade:
                 self.static_pods(s, host, change)
             self.kubelet(s, host)
             if not s.dry_run:
+                # a new kubelet may restart the static pods it took over: back into the LB only once it serves
+                self.wait_component(s, host, "kube-apiserver")
                 s.point_load_balancers(ready_control_planes(self.cfg, self.cfg.control_planes) or [host.name])
         s.done()
 
@@ -252,7 +254,13 @@ class Upgrade:
 
     def healthy(self, s: Session, host: Host, comp: str) -> bool:
         if comp == "kube-apiserver":
-            return ready(local_api_url(host))
+            if not ready(local_api_url(host)):
+                return False
+            # ready is not yet authorizing: right after a start its RBAC may still deny the admin (seen here: a 403
+            # on the next call once it was back in the LB); it re-enters the LB only once it authorizes
+            kc.wait_cluster_admin(kc.from_kubeconfig_data(s.first_cp_file(ADMIN_CONF).content, local_api_url(host)),
+                                  timeout=self.req.wait_timeout)
+            return True
         if comp == "etcd":
             client = s.etcd([host])
             try:
@@ -354,12 +362,8 @@ def _node_ready(node: Any) -> bool:
 
 def running_images(t: Transport, component: str) -> set[str]:
     """The images of the component's running containers, from containerd (what crictl ps shows)."""
-    label = shlex.quote(f'labels."io.kubernetes.container.name"=={component}')
-    script = (f"running=$(timeout 30 ctr -n k8s.io tasks ls | awk '$3==\"RUNNING\" {{print $1}}'); "
-              f"timeout 30 ctr -n k8s.io containers ls {label} | awk 'NR>1 {{print $1, $2}}' | "
-              f"while read id image; do case \" $(echo $running) \" in *\" $id \"*) echo \"$image\";; esac; done")
-    out = t.run(script, display=f"list the running {component} containers", check=False).stdout
-    return {line.strip() for line in out.splitlines() if line.strip()}
+    out = t.run(running_containers(component), display=f"list the running {component} containers", check=False).stdout
+    return {line.split()[1] for line in out.splitlines() if len(line.split()) == 2}
 
 
 def upgrade(req: UpgradeRequest, rep: output.Reporter) -> RunResult:
