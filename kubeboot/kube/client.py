@@ -221,6 +221,28 @@ def ensure_admin_binding(admin: k8s.ApiClient, super_admin: k8s.ApiClient | None
     return outcome
 
 
+def retry_forbidden(api: k8s.ApiClient, timeout: float) -> k8s.ApiClient:
+    """The client, with every request that the API server answers 403 retried each second for up to `timeout`
+    seconds before the 403 is raised. For a control plane whose API servers are being replaced (upgrade): a request
+    through the load balancer was denied to the cluster admin right after the last one was replaced, and allowed
+    again moments later (kubeadm retries every call). A real denial still fails, `timeout` seconds later."""
+    rest = api.rest_client
+    plain = rest.request
+
+    def request(*args: Any, **kw: Any) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return plain(*args, **kw)  # type: ignore[no-untyped-call]
+            except ApiException as exc:
+                if exc.status != 403 or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    rest.request = request  # type: ignore[method-assign]
+    return api
+
+
 def wait_cluster_admin(api: k8s.ApiClient, timeout: float = API_TIMEOUT) -> None:
     """Until the credentials may do everything: right after an API server starts, the binding can exist before
     the RBAC post-start hook has created the `cluster-admin` ClusterRole it refers to (kubeadm retries every

@@ -75,6 +75,7 @@ class Session:
     result: RunResult
     planned: list[str] = field(default_factory=list)
     inventory: Path = Path("inventory.yaml")
+    admin_retry_forbidden: float = 0.0  # seconds a 403 is retried (kc.retry_forbidden); 0: never
     _admin: k8s.ApiClient | None = None
 
     @property
@@ -109,6 +110,8 @@ class Session:
         """The first control plane's admin.conf (rendered from the state directory) aimed at api_url()."""
         if self._admin is None:
             self._admin = kc.from_kubeconfig_data(self.first_cp_file(ADMIN_CONF).content, self.api_url())
+            if self.admin_retry_forbidden:
+                self._admin = kc.retry_forbidden(self._admin, self.admin_retry_forbidden)
         return self._admin
 
     def etcd(self, via: Sequence[Host]) -> EtcdClient:

@@ -55,6 +55,8 @@ from kubeboot.workflows.session import PROBED, Session, ready, ready_control_pla
 from kubeboot.workflows.up import archive_dir, load_image_archives, placed_by_up, render_for_hosts
 
 CORDON_MARK = "upgrade"
+# seconds a 403 to the cluster admin is retried while API servers are replaced (kc.retry_forbidden)
+FORBIDDEN_RETRY = 30.0
 RENEWED = tuple(sorted(RENEWABLE))  # kubeadm upgrade renews every certificate kubeadm manages on the node
 
 
@@ -393,6 +395,7 @@ def upgrade(req: UpgradeRequest, rep: output.Reporter) -> RunResult:
     def session(runner: Runner, path: str, dry_run: bool, result: RunResult) -> Session:
         s = Session(runner, run.rendered, path, dry_run, result)
         s.inventory = req.inventory
+        s.admin_retry_forbidden = FORBIDDEN_RETRY
         return s
 
     renew_paths = list(host_paths(RENEWED)) + ["/root/.kube/config", ADMIN_CONF]

@@ -53,3 +53,37 @@ def test_redact_masks_every_secret_form() -> None:
     assert "0123456789abcdef" not in out and "a" * 64 not in out and "MIIE" not in out
     assert "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk" not in out
     assert "abcdef.<redacted>" in out  # the public token id stays, to tell tokens apart
+
+
+def test_retry_forbidden_retries_a_403_until_allowed_and_raises_a_lasting_one() -> None:
+    """kc.retry_forbidden on a client whose server answers 403 twice, then 200; and one that always answers 403."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from kubeboot.kube import client as kc
+
+    calls: list[str] = []
+
+    def flaky(method: str, url: str, *a: object, **kw: object) -> str:
+        calls.append(url)
+        if len(calls) <= 2:
+            raise ApiException(status=403, reason="Forbidden")
+        return "ok"
+
+    api = k8s.ApiClient()
+    api.rest_client.request = flaky  # type: ignore[method-assign]
+    kc.retry_forbidden(api, timeout=10)
+    assert api.rest_client.request("GET", "https://x/api") == "ok" and len(calls) == 3
+
+    def denied(method: str, url: str, *a: object, **kw: object) -> str:
+        raise ApiException(status=403, reason="Forbidden")
+
+    api2 = k8s.ApiClient()
+    api2.rest_client.request = denied  # type: ignore[method-assign]
+    kc.retry_forbidden(api2, timeout=0)
+    try:
+        api2.rest_client.request("GET", "https://x/api")
+    except ApiException as exc:
+        assert exc.status == 403
+    else:
+        raise AssertionError("a lasting 403 must be raised")
