@@ -6,7 +6,8 @@ Exit codes are part of the CLI contract (documented in README.md):
   13 bootstrap token rejected, 14 CA pin mismatch, 15 kubeadm-certs missing or expired, 16 wrong certificate key,
   17 not an image archive, 18 a component did not become healthy in time (--wait-timeout),
   19 status: cluster degraded, 20 status: etcd quorum lost, 21 reset/remove-node: quorum at risk,
-  22 etcd snapshot file corrupt, 23 etcd snapshot of another cluster.
+  22 etcd snapshot file corrupt, 23 etcd snapshot of another cluster, 24 a host of another cluster, 25 cannot adopt,
+  26 version skew, 27 offline bundle missing/corrupt, 28 machine cannot host a sandbox, 29 sandbox subnet in use.
 """
 
 from __future__ import annotations
@@ -180,3 +181,24 @@ class VersionSkewError(KubebootError):
     control planes run (changing it is `kubeboot upgrade`'s job). Nothing is changed."""
 
     exit_code = 26
+
+
+class BundleError(KubebootError):
+    """An offline bundle (`kubeboot bundle build`, `up --bundle`) is missing, incomplete, corrupt (an artifact's
+    sha256 differs from its manifest), or cannot be built. Checked before any host is touched."""
+
+    exit_code = 27
+
+
+class SandboxUnsupportedError(KubebootError):
+    """`kubeboot sandbox`: this machine cannot host a sandbox (not root, not Linux, no network/mount namespaces,
+    systemd-nspawn or debootstrap missing, not enough memory). Nothing is created."""
+
+    exit_code = 28
+
+
+class SandboxConflictError(KubebootError):
+    """`kubeboot sandbox up`: the sandbox's subnet is in use (a route or address on this machine, or another
+    sandbox), or a sandbox of that name is already up with another shape. Nothing is created."""
+
+    exit_code = 29
