@@ -1,7 +1,8 @@
-"""Locate the Kubernetes reference binaries built by ``tests/reference/build.sh``.
+"""Locate the Kubernetes reference binaries built by ``tests/reference/build.sh`` (kubeboot's bundle binary
+builder, kubeboot/bundle/build.sh, plus the tests' refcheck).
 
-The binaries live outside the repository, in
-``${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref}/v<version>/bin/<name>``.
+The binaries live outside the repository, in ``<cache>/v<version>/bin/<name>``, ``<cache>`` being
+:func:`kubeboot.cache.cache_root` ($KUBEBOOT_CACHE, else $KUBEBOOT_REF_CACHE, else /var/cache/kubeboot).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import pathlib
 
 import pytest
 
+from kubeboot import cache
 from kubeboot.config.versions import DEFAULT_MINOR, RELEASES
 
 DEFAULT_VERSION = "1.37.2"
-DEFAULT_CACHE_ROOT = "/var/cache/kubeboot-ref"
+DEFAULT_CACHE_ROOT = str(cache.DEFAULT_CACHE_ROOT)
 BUILD_SCRIPT = pathlib.Path(__file__).resolve().parent / "build.sh"
 
 # Everything build.sh knows how to build, in its build order.
@@ -50,8 +52,8 @@ PREVIOUS_NAMES: tuple[str, ...] = (
 
 
 def cache_root() -> pathlib.Path:
-    """The cache root: ``$KUBEBOOT_REF_CACHE`` or ``/var/cache/kubeboot-ref``."""
-    return pathlib.Path(os.environ.get("KUBEBOOT_REF_CACHE") or DEFAULT_CACHE_ROOT)
+    """The cache root (:func:`kubeboot.cache.cache_root`)."""
+    return cache.cache_root()
 
 
 def bin_dir(version: str = DEFAULT_VERSION) -> pathlib.Path:
