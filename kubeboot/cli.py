@@ -178,6 +178,10 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
         click.option("--disable-firewall", is_flag=True, help="Disable firewalld/ufw instead of opening ports."),
         click.option("--offline-packages", type=click.Path(path_type=Path, file_okay=False),
                      help="Install containerd/kubelet/kubectl from the .deb/.rpm files in this directory."),
+        click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), default=None,
+                     help="Install packages and images only from this offline bundle (`kubeboot bundle build`); "
+                          "every artifact's digest is checked before any host is touched. Replaces "
+                          "--offline-packages and --images."),
         click.option("--images", "images", type=click.Path(path_type=Path, file_okay=False),
                      help="Import the image archives (OCI layout or docker-save .tar) in this directory into every "
                           "node's containerd, only where an image is missing (air-gapped installs). "
@@ -195,9 +199,14 @@ def _run_options(f: Callable[..., None]) -> Callable[..., None]:
 def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[str, ...], skip_phases: str | None,
            ignore_preflight_errors: str | None, concurrency: int, known_hosts: Path, accept_new_host_keys: bool,
            ssh_config: Path | None, disable_firewall: bool, offline_packages: Path | None,
-           images: Path | None, wait_timeout: float) -> None:
+           images: Path | None, wait_timeout: float, bundle: Path | None = None) -> None:
     from kubeboot.phases.base import RunOptions
     from kubeboot.workflows.up import UpRequest, load_offline_packages, up
+
+    if bundle is not None and (offline_packages is not None or images is not None):
+        clash = "--offline-packages" if offline_packages is not None else "--images"
+        raise ConfigError([Problem(clash, "cannot be combined with --bundle (the bundle carries the packages and "
+                                          "the images)")], source="flags")
 
     options = RunOptions(
         ignore_preflight_errors=frozenset(x.lower() for x in _csv(ignore_preflight_errors)),
@@ -206,7 +215,7 @@ def _do_up(inventory: Path, state_dir: Path | None, dry_run: bool, only: tuple[s
         wait_timeout=wait_timeout,
     )
     req = UpRequest(inventory, state_dir, tuple(only), tuple(_csv(skip_phases)), dry_run, options,
-                    _connect(concurrency, known_hosts, accept_new_host_keys, ssh_config), images)
+                    _connect(concurrency, known_hosts, accept_new_host_keys, ssh_config), images, bundle)
     rep = output.Reporter()
     _rendered, result = up(req, rep)
     if dry_run:

@@ -28,7 +28,7 @@ from kubeboot.errors import (
 )
 from kubeboot.phases.base import Phase, PhaseContext, RunOptions, Selected, select
 from kubeboot.phases.preflight import run_checks
-from kubeboot.phases.runtime import OFFLINE_DIR
+from kubeboot.phases.runtime import OFFLINE_DIR, OFFLINE_LB_DIR
 from kubeboot.plan.actions import Action, RunCommand, UploadFile, WriteFile, compare_file
 from kubeboot.plan.artifact import Artifact
 from kubeboot.plan.facts import FileState, HostFacts, gather_script, parse_facts
@@ -168,6 +168,7 @@ class Runner:
                 paths += self.extra_paths(h)
             # uploaded offline packages are compared like any file, so a retry does not upload them again
             paths += [f"{OFFLINE_DIR}/{name}" for name, _data in self.options.offline_packages]
+            paths += [f"{OFFLINE_LB_DIR}/{name}" for name, _data in self.options.lb_packages]
             users = self.cfg.kubectl_users if h.is_control_plane else ()
             resolv = self.cfg.kubelet_config.get("resolvConf")
             script = gather_script(paths, users, [resolv] if isinstance(resolv, str) and resolv else [])

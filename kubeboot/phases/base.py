@@ -22,6 +22,10 @@ class RunOptions:
     phases_in_run: frozenset[str] = frozenset()  # top-level phase names this run executes
     # Packages the user supplied (--offline-packages DIR): (file name, bytes), installed instead of a repository.
     offline_packages: tuple[tuple[str, bytes], ...] = ()
+    # nginx and the stream module from an offline bundle (`up --bundle`), installed on the hosts that run nginx
+    lb_packages: tuple[tuple[str, bytes], ...] = ()
+    # the distribution the supplied packages are built for ("debian-12", a bundle's manifest); "" = not known
+    packages_distribution: str = ""
     # Image archives the user supplied (--images DIR / spec.images.archiveDir): (local path, what it holds).
     image_archives: tuple[tuple[str, ImageArchive], ...] = ()
     # --wait-timeout: seconds an API server gets to become live/ready and a joining kubelet to finish its TLS

@@ -142,6 +142,13 @@ def check_package_manager(ctx: PhaseContext, host: Host, f: HostFacts) -> list[F
     if host.is_node and ctx.will_run("runtime") and f.package_manager is None:
         return [Finding("PackageManager", host.name, "neither apt-get nor dnf/yum is available to install the "
                                                      "runtime (also needed for --offline-packages)")]
+    want = ctx.options.packages_distribution
+    installs = (host.is_node and ctx.will_run("runtime")) or \
+        (ctx.options.lb_packages and ctx.will_run("load-balancer") and "nginx" not in f.binaries)
+    have = f"{f.os_id}-{f.os_version}" if f.os_id else "an unknown distribution"
+    if want and installs and have != want:
+        return [Finding("BundleDistribution", host.name, f"the bundle's packages are built for {want}; this host "
+                                                         f"runs {have}: build a bundle on a {have} machine")]
     return []
 
 

@@ -15,6 +15,7 @@ APT_SOURCE = "/etc/apt/sources.list.d/kubernetes.list"
 APT_KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 YUM_REPO = "/etc/yum.repos.d/kubernetes.repo"
 OFFLINE_DIR = "/var/cache/kubeboot/packages"
+OFFLINE_LB_DIR = "/var/cache/kubeboot/lb-packages"  # nginx from a bundle: only on the hosts that run it
 NODES = frozenset({Role.CONTROL_PLANE, Role.WORKER})
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kubeboot import output, state
-from kubeboot.errors import ConfigError, ImageArchiveError, Problem, VersionSkewError
+from kubeboot.bundle.manifest import Bundle, load_bundle
+from kubeboot.errors import BundleError, ConfigError, ImageArchiveError, Problem, VersionSkewError
 from kubeboot.offline import RenderResult, load_inventory, render
 from kubeboot.phases.base import RunOptions
 from kubeboot.phases.files import DROP_IN, FILES
@@ -83,6 +84,7 @@ class UpRequest:
     options: RunOptions = RunOptions()
     connect: ConnectOptions = ConnectOptions()
     images: Path | None = None  # --images DIR (overrides spec.images.archiveDir)
+    bundle: Path | None = None  # --bundle DIR: packages and images only from this offline bundle
 
 
 def load_offline_packages(directory: Path) -> tuple[tuple[str, bytes], ...]:
@@ -106,6 +108,10 @@ def load_image_archives(directory: Path, source: str) -> tuple[tuple[str, ImageA
     if not files:
         raise ConfigError([Problem(source, f"{directory} holds no image archives "
                                            f"({', '.join(ARCHIVE_SUFFIXES)})")], source="flags")
+    return read_image_archives(files)
+
+
+def read_image_archives(files: Sequence[Path]) -> tuple[tuple[str, ImageArchive], ...]:
     out = []
     for path in files:
         try:
@@ -118,6 +124,34 @@ def load_image_archives(directory: Path, source: str) -> tuple[tuple[str, ImageA
         except OSError as exc:
             raise ImageArchiveError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class BundleInputs:
+    """What `up --bundle DIR` installs, read and digest-checked whole before any host is touched."""
+
+    bundle: Bundle
+    options: RunOptions
+    archives: tuple[tuple[str, ImageArchive], ...]
+
+
+def bundle_inputs(directory: Path, cfg: ClusterConfig, options: RunOptions) -> BundleInputs:
+    """Every artifact's sha256 against the manifest (a missing or changed one is named, exit 27), the bundle's
+    version against the inventory's, then the node and load-balancer packages and the image archives in memory."""
+    b = load_bundle(directory)
+    if b.version != cfg.version.version:
+        raise BundleError(f"bundle {directory} is for Kubernetes {b.version}; the inventory asks for "
+                          f"{cfg.version.version} (spec.kubernetesVersion)",
+                          hint=f"build one with `kubeboot bundle build --from-source --version {cfg.version.version} "
+                               f"-o DIR`, or set spec.kubernetesVersion to {b.version}")
+    node = b.packages("node")
+    if not node:
+        raise BundleError(f"bundle {directory} holds no node packages (packages/node)",
+                          hint="build it again with `kubeboot bundle build`")
+    opts = replace(options, offline_packages=tuple((p.name, p.read_bytes()) for p in node),
+                   lb_packages=tuple((p.name, p.read_bytes()) for p in b.packages("lb")),
+                   packages_distribution=b.manifest.distribution)
+    return BundleInputs(b, opts, read_image_archives(b.images("node")))
 
 
 def archive_dir(images: Path | None, inventory: Path, cfg_dir: str | None) -> tuple[Path, str] | None:
@@ -134,6 +168,8 @@ def up(req: UpRequest, reporter: output.Reporter,
        transports: Mapping[str, Transport] | None = None) -> tuple[RenderResult, RunResult]:
     # before the PKI is decided: the nodes may already be a cluster (adopt it) or another cluster (refuse)
     cfg0 = load_inventory(req.inventory)
+    # an offline bundle is checked whole (every digest) before any host is touched
+    bundled = bundle_inputs(req.bundle, cfg0, req.options) if req.bundle is not None else None
     root = req.state_dir or state.default_state_dir(req.inventory, cfg0.name)
     trace = TraceLog(root / "trace.log")
     conns = dict(transports) if transports is not None else ssh_transports(cfg0, req.connect, trace)
@@ -157,10 +193,11 @@ def up(req: UpRequest, reporter: output.Reporter,
     for w in rendered.config.warnings:
         reporter.warn("config", None, w)
     options = req.options
-    where = archive_dir(req.images, req.inventory, rendered.config.image_archive_dir)
+    where = ((bundled.bundle.images_dir, "--bundle") if bundled is not None else
+             archive_dir(req.images, req.inventory, rendered.config.image_archive_dir))
     if where is not None:
-        archives = load_image_archives(*where)
-        options = replace(options, image_archives=archives)
+        archives = bundled.archives if bundled is not None else load_image_archives(*where)
+        options = replace(bundled.options if bundled is not None else options, image_archives=archives)
         have = {ref for _p, a in archives for ref in a.refs}
         missing = [ref for ref in required_images(rendered.config) if ref not in have]
         if missing:

@@ -91,3 +91,22 @@ def test_not_a_bundle(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text("{")
     with pytest.raises(BundleError, match="not JSON"):
         load_bundle(tmp_path)
+
+
+def test_up_refuses_a_bundle_of_another_version_or_a_corrupt_one_before_any_host(tmp_path: Path) -> None:
+    from kubeboot.offline import load_inventory
+    from kubeboot.phases.base import RunOptions
+    from kubeboot.workflows.up import bundle_inputs
+
+    cfg = load_inventory(Path(__file__).parents[2] / "inventory.example.yaml")
+    root = tmp_path / "b"
+    root.mkdir()
+    m = _bundle(root)
+    write_manifest(root, Manifest("1.36.3", m.distribution, m.arch, m.source, m.inputs, m.entries))
+    with pytest.raises(BundleError) as err:
+        bundle_inputs(root, cfg, RunOptions())
+    assert "is for Kubernetes 1.36.3" in err.value.message and cfg.version.version in err.value.message
+    assert err.value.hint and f"--version {cfg.version.version}" in err.value.hint
+    (root / "packages/node/kubelet_1.37.2-1.1_amd64.deb").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="kubelet_1.37.2-1.1_amd64.deb"):  # digests first, then the version
+        bundle_inputs(root, cfg, RunOptions())

@@ -917,3 +917,31 @@ def test_combined_errors_name_the_failed_hosts() -> None:
     assert same.message.startswith("[connect] 2 host(s) failed:\n  h5 (root@10.0.0.5:22)")
     mixed = combine({"h5": HostConnectionError("refused"), "h6": RemoteCommandError("exit 1")}, "files")
     assert mixed.exit_code == 7 and mixed.hosts == ("h5", "h6")
+
+
+def test_a_bundles_nginx_is_uploaded_and_installed_only_where_nginx_is_missing(cl: Cluster) -> None:
+    from kubeboot.phases.runtime import OFFLINE_LB_DIR
+
+    lb_pkgs = (("libnginx-mod-stream_1.22_amd64.deb", b"stream"), ("nginx_1.22_amd64.deb", b"nginx"))
+    ctx = ctx_for(cl, {n: fresh(cl, n) for n in HOSTS}, lb_packages=lb_pkgs)
+    acts = lb_actions(ctx, cl.host("lb1"))
+    assert writes(acts)[:2] == [f"{OFFLINE_LB_DIR}/{n}" for n, _ in lb_pkgs]
+    install = commands(acts)
+    assert f"--no-install-recommends {OFFLINE_LB_DIR}/*.deb" in install[0]
+    assert not any("update" in c or "libnginx-mod-stream" in c.split(OFFLINE_LB_DIR)[0] for c in install)
+    # a host that has nginx gets neither the upload nor the install
+    assert not any(OFFLINE_LB_DIR in p for p in writes(lb_actions(ctx_for(cl, lb_packages=lb_pkgs), cl.host("lb1"))))
+    # hosts without nginx.conf (control planes in external-nginx mode) get nothing
+    assert lb_actions(ctx, cl.host("cp1")) == []
+
+
+def test_a_bundle_for_another_distribution_is_refused_per_host(cl: Cluster) -> None:
+    ubuntu = replace(fresh(cl, "w1"), os_id="ubuntu", os_version="24.04")
+    facts = {n: replace(fresh(cl, n), os_id="debian", os_version="12") for n in HOSTS} | {"w1": ubuntu}
+    found = checks(ctx_for(cl, facts, offline_packages=(("kubelet.deb", b"x"),), lb_packages=(("nginx.deb", b"n"),),
+                           packages_distribution="debian-12"), cl)
+    assert only(found, "BundleDistribution") == [("w1", "error")]
+    (f,) = [f for f in found if f.check == "BundleDistribution"]
+    assert "built for debian-12" in f.message and "runs ubuntu-24.04" in f.message
+    # without a bundle, the distribution is not checked
+    assert only(checks(ctx_for(cl, facts), cl), "BundleDistribution") == []
