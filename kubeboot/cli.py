@@ -782,5 +782,97 @@ def join(endpoint: str, token_text: str, pins: tuple[str, ...], unsafe: bool, co
              + (f", etcd member {result.etcd_member}" if result.etcd_member else ""))
 
 
+_sandbox_name = click.option("--name", default="sandbox", show_default=True, metavar="NAME",
+                             help="Which sandbox (several can run side by side, each on its own subnet).")
+
+
+@main.group()
+def sandbox() -> None:
+    """A real HA cluster on this Linux machine: systemd hosts on a private bridge, built by `kubeboot up` over SSH
+    (as root; nothing is added to the machine's own network)."""
+
+
+@sandbox.command("up")
+@_sandbox_name
+@click.option("--control-planes", default=3, show_default=True, type=int, help="Control planes (odd, 1-7).")
+@click.option("--workers", default=2, show_default=True, type=int, help="Workers (0-50).")
+@click.option("--lb", default="external-nginx", show_default=True, type=click.Choice(["external-nginx", "node-local"]),
+              help="An nginx host in front of the API servers, or nginx on 127.0.0.1 on every worker.")
+@click.option("--version", "version", default=None, metavar="V",
+              help="Kubernetes version (default: the bundle's, else kubeboot's default).")
+@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Offline bundle to install from (default: the one `kubeboot bundle build` caches for the "
+                   "version).")
+@click.option("--subnet", default="10.200.0.0/24", show_default=True, metavar="CIDR",
+              help="The hosts' private /24 (it only exists inside the sandbox's namespaces).")
+@click.option("--wait-timeout", default=240.0, show_default=True, type=click.FloatRange(1.0),
+              help="Seconds each API server and kubelet get to become ready (kubeboot up --wait-timeout).")
+def sandbox_up(name: str, control_planes: int, workers: int, lb: str, version: str | None, bundle: Path | None,
+               subnet: str, wait_timeout: float) -> None:
+    """Create the sandbox's hosts and build the cluster on them; a second run changes nothing."""
+    from kubeboot.bundle.manifest import read_manifest
+    from kubeboot.config.versions import DEFAULT_MINOR, resolve_version
+    from kubeboot.sandbox.shape import Shape
+    from kubeboot.workflows import sandbox as sb
+
+    if version is None and bundle is not None:
+        version = read_manifest(bundle).kubernetes_version
+    try:
+        v = resolve_version(version or DEFAULT_MINOR).version
+    except ValueError as exc:
+        raise ConfigError([Problem("--version", str(exc))], source="flags") from None
+    shape = Shape(control_planes, workers, lb, v, subnet)
+    rep = output.Reporter()
+    run = sb.up(sb.UpRequest(name, shape, bundle, wait_timeout), rep)
+    output.result(sb.nodes_table(run))
+    output.result(sb.how_to_reach(run))
+    rep.done(f"sandbox {name!r} is up: {shape.control_planes} control planes, {shape.workers} workers")
+
+
+@sandbox.command("status")
+@_sandbox_name
+def sandbox_status(name: str) -> None:
+    """The sandbox's hosts and `kubeboot status` of its cluster (exit 19/20 as kubeboot status)."""
+    from kubeboot.workflows import sandbox as sb
+
+    raise SystemExit(sb.status(name, output.Reporter()))
+
+
+@sandbox.command("ssh", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_sandbox_name
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def sandbox_ssh(name: str, node: str, command: tuple[str, ...]) -> None:
+    """Log in to a sandbox host as root (or run COMMAND there), host key verified."""
+    from kubeboot.workflows import sandbox as sb
+
+    sb.exec_ssh(name, node, command)
+
+
+@sandbox.command("kubectl", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_sandbox_name
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sandbox_kubectl(name: str, args: tuple[str, ...]) -> None:
+    """kubectl against the sandbox's cluster as its admin, e.g. `kubeboot sandbox kubectl get pods -A`."""
+    from kubeboot.workflows import sandbox as sb
+
+    sb.exec_kubectl(name, args)
+
+
+@sandbox.command("down")
+@_sandbox_name
+def sandbox_down(name: str) -> None:
+    """Stop and remove every host and everything the sandbox made (namespaces, mounts, cgroups, files); also
+    cleans up a sandbox whose processes were killed."""
+    from kubeboot.workflows import sandbox as sb
+
+    rep = output.Reporter()
+    left = sb.down(name, rep)
+    if left:
+        raise KubebootError(f"sandbox {name!r}: could not remove: {'; '.join(left)}",
+                            hint="run `kubeboot sandbox down` again; if it stays, remove these by hand")
+    rep.done(f"sandbox {name!r} removed: no namespaces, mounts, cgroups, processes or files left")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
