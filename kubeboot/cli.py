@@ -241,6 +241,46 @@ def images_list(inventory: Path) -> None:
         output.result(ref)
 
 
+@main.group()
+def bundle() -> None:
+    """Offline bundles: every package, image archive and binary a cluster of one version needs, with digests."""
+
+
+@bundle.command("build")
+@click.option("--version", "k8s_version", metavar="VERSION",
+              help=f"Kubernetes version (1.MINOR or 1.MINOR.PATCH; supported minors {', '.join(SUPPORTED_MINORS)}). "
+                   f"Default: {RELEASES[DEFAULT_MINOR].latest_patch}.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Bundle directory (new, empty, or an earlier bundle: only what changed is copied).")
+@click.option("--from-source", is_flag=True,
+              help="Build every artifact from the Go module proxy and this machine's apt sources (cached by version).")
+def bundle_build(k8s_version: str | None, out: Path, from_source: bool) -> None:
+    """Build the offline bundle of a Kubernetes version into DIR: packages for nodes, load balancers and tools,
+    every image archive, kubectl, and manifest.json (written last) with each artifact's sha256."""
+    from kubeboot.bundle.build import BuildRequest, build, summary
+
+    rep = output.Reporter()
+    rep.done(summary(build(BuildRequest(out, k8s_version, from_source), rep)))
+
+
+@bundle.command("verify")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+def bundle_verify(directory: Path) -> None:
+    """Check that every artifact DIRECTORY's manifest lists is there with its sha256 (exit 27 naming each one
+    that is not)."""
+    from kubeboot.bundle.manifest import GROUPS, load_bundle
+
+    b = load_bundle(directory, verify=True)
+    m = b.manifest
+    output.result(f"bundle {directory}: Kubernetes v{m.kubernetes_version}, {m.distribution}/{m.arch}, "
+                  f"source {m.source}: {len(m.entries)} artifacts, {m.total_bytes() / 2**20:.0f} MiB, all verified")
+    for g in GROUPS:
+        es = [e for e in m.entries if e.group == g]
+        kinds = ", ".join(f"{sum(e.kind == k for e in es)} {k}s" for k in ("package", "image", "binary")
+                          if any(e.kind == k for e in es))
+        output.result(f"  {g:<6} {sum(e.size for e in es) / 2**20:7.1f} MiB  {kinds or 'empty'}")
+
+
 @main.command()
 def phases() -> None:
     """List the phases of `up` with their paths (for --only and --skip-phases)."""
