@@ -272,11 +272,11 @@ def bundle_verify(directory: Path) -> None:
 
     b = load_bundle(directory, verify=True)
     m = b.manifest
-    output.result(f"bundle {directory}: Kubernetes v{m.kubernetes_version}, {m.distribution}/{m.arch}, "
-                  f"source {m.source}: {len(m.entries)} artifacts, {m.total_bytes() / 2**20:.0f} MiB, all verified")
+    output.result(f"bundle {directory}: Kubernetes v{m.kubernetes_version} for {m.distribution}/{m.arch} from "
+                  f"{m.source}: {len(m.entries)} artifacts, {m.total_bytes() / 2**20:.0f} MiB, every sha256 verified")
     for g in GROUPS:
         es = [e for e in m.entries if e.group == g]
-        kinds = ", ".join(f"{sum(e.kind == k for e in es)} {k}s" for k in ("package", "image", "binary")
+        kinds = ", ".join(f"{k}: {sum(e.kind == k for e in es)}" for k in ("package", "image", "binary")
                           if any(e.kind == k for e in es))
         output.result(f"  {g:<6} {sum(e.size for e in es) / 2**20:7.1f} MiB  {kinds or 'empty'}")
 
