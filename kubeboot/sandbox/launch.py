@@ -1,4 +1,8 @@
-"""Supervisor of one systemd lab host (tests/lab/systemd.py): ``python3 -I -S _nspawn_launch.py spec.json``.
+"""Supervisor of one sandbox host (kubeboot/sandbox/hosts.py; shell): ``python3 -I -S <this file> spec.json``.
+
+Run by its path, not with ``-m``: ``-I -S`` keeps site-packages (and the installed kubeboot) out of the
+supervisor, which must outlive the process that started it unchanged; the path is inside the package, so an
+installed kubeboot has it too.
 
 1. Moves itself into the host's own cgroup in every hierarchy (created by the harness), so that
    systemd-nspawn (``--keep-unit``) and the host's systemd nest everything below it instead of at
@@ -25,7 +29,7 @@ REBOOT_EXIT = 133
 
 
 def log(msg: str) -> None:
-    sys.stdout.write(f"[kubeboot-lab-launch {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stdout.write(f"[kubeboot-host-launch {time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stdout.flush()
 
 
