@@ -301,6 +301,8 @@ def _fill(root: Path, arts: list[Artifact]) -> tuple[int, int, int]:
                 removed += 1
             elif p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
                 p.rmdir()
+        if not any(base.iterdir()):
+            base.rmdir()
     return copied, kept, removed
 
 
