@@ -64,10 +64,13 @@ fi
 echo "[setup] pip install -e .[test]"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# kubeboot's cache root (kubeboot/cache.py): the bundle builder's binaries, images and packages, shared with the tests
+CACHE="${KUBEBOOT_CACHE:-${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot}}"
 if [ "${KUBEBOOT_SKIP_REFERENCE:-0}" != 1 ]; then
-  echo "[setup] reference binaries (cached in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref})"
+  # tests/reference/build.sh is kubeboot's own builder (kubeboot/bundle/build.sh) plus the tests' refcheck
+  echo "[setup] reference binaries (cached in $CACHE)"
   tests/reference/build.sh
-  echo "[setup] container images (OCI archives in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref}/v*/images)"
+  echo "[setup] container images (OCI archives in $CACHE/v*/images)"
   python3 -m tests.reference.images
   # The release upgrade tests start from (binaries.PREVIOUS_VERSION): its own binaries and the images whose refs
   # change with the release. flannel, the CNI plugins, refcheck and pause come from the build above.
@@ -82,6 +85,6 @@ print(v, ",".join(b), ",".join(i))')"  # an assignment, so a failure stops the s
 fi
 
 if [ "${KUBEBOOT_SKIP_SYSTEMD_LAB:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
-  echo "[setup] systemd lab base rootfs (cached in ${KUBEBOOT_REF_CACHE:-/var/cache/kubeboot-ref}/rootfs)"
+  echo "[setup] systemd lab base rootfs (cached in $CACHE/rootfs)"
   python3 -m tests.lab.rootfs
 fi

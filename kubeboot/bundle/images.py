@@ -60,7 +60,6 @@ name,...] [--refresh-debs] [VERSION]`` (tests) or ``kubeboot bundle build --from
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import fcntl
@@ -72,7 +71,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
