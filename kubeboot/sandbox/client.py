@@ -302,9 +302,10 @@ class HostsClient:
         }
 
     @classmethod
-    def list_labs(cls, parent: Path | str | None = None) -> list[str]:
+    def list_labs(cls, parent: Path | str | None = None, netns_prefix: str | None = None) -> list[str]:
         """Names of the sets of this kind on the machine: a directory ``<dir_prefix><name>`` (or any directory in
         ``parent``) or a controller namespace ``<netns_prefix><name>-ctl`` (a half-removed set)."""
+        prefix = netns_prefix or cls.netns_prefix
         if parent is not None:
             top, stem = Path(parent), ""
         elif cls.dir_prefix.endswith("/"):
@@ -314,8 +315,8 @@ class HostsClient:
         names = {p.name[len(stem) :] for p in top.glob(stem + "*") if p.is_dir()} if top.is_dir() else set()
         with contextlib.suppress(FileNotFoundError):
             for ns in os.listdir("/run/netns"):
-                if ns.startswith(cls.netns_prefix) and ns.endswith("-ctl"):
-                    names.add(ns[len(cls.netns_prefix) : -len("-ctl")])
+                if ns.startswith(prefix) and ns.endswith("-ctl"):
+                    names.add(ns[len(prefix) : -len("-ctl")])
         return sorted(n for n in names if valid_name(n))
 
     # -- up and the context manager ----------------------------------------------------------------

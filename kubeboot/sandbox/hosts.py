@@ -439,13 +439,14 @@ class SystemdHosts(HostsClient):
             return cls(name, 1, state_dir=state_dir)
 
     @classmethod
-    def find_stale(cls, parent: Path | str | None = None) -> dict[str, list[str]]:
-        """Sets of this kind (in ``parent`` or ``<dir_prefix>*``) that are not whole, with why
+    def find_stale(cls, parent: Path | str | None = None, netns_prefix: str | None = None,
+                   subdir: str = "") -> dict[str, list[str]]:  # fmt: skip
+        """Sets of this kind (state in ``<parent>/<name>/<subdir>``, or ``<dir_prefix><name>``) that are not whole, with why
         (:meth:`problems`; "no state file" for bare namespaces).  Tear one down with
         ``teardown_hosts(cls.open_or_remains(dir, name), graceful=False)``."""
         out: dict[str, list[str]] = {}
-        for name in cls.list_labs(parent):
-            state_dir = Path(parent, name) if parent is not None else Path(f"{cls.dir_prefix}{name}")
+        for name in cls.list_labs(parent, netns_prefix):
+            state_dir = Path(parent, name, subdir) if parent is not None else Path(f"{cls.dir_prefix}{name}")
             try:
                 hosts = cls.open(state_dir)
             except SandboxError:
