@@ -14,12 +14,6 @@ LB_MODES = (LoadBalancerMode.EXTERNAL_NGINX.value, LoadBalancerMode.NODE_LOCAL.v
 MAX_CONTROL_PLANES = 7
 MAX_WORKERS = 50
 DEFAULT_SUBNET = "10.200.0.0/24"
-#: Memory one sandbox host needs by role (bench/sandbox.py measures a running sandbox's), with headroom for image
-#: imports and the API server's first minutes.
-MEMORY_BY_ROLE = {"control-plane": 1536 << 20, "worker": 512 << 20, "load-balancer": 128 << 20}
-#: kept free for the machine itself
-MEMORY_RESERVE = 1 << 30
-
 # What every sandbox host is: a container sharing this machine's kernel. Settings a user would set for such hosts:
 #  - the kubelet refuses cgroup v1 since 1.35 unless failCgroupV1 is false (only set on a cgroup v1 machine);
 #  - runc cannot lower oom_score_adj without CAP_SYS_RESOURCE in the machine's root user namespace;
@@ -68,9 +62,6 @@ class Shape:
 
     def names(self) -> list[str]:
         return [n for n, _r in self.hosts()]
-
-    def memory_needed(self) -> int:
-        return sum(MEMORY_BY_ROLE[r] for _n, r in self.hosts()) + MEMORY_RESERVE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

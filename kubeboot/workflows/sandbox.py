@@ -115,31 +115,14 @@ class Step:
 
 
 def machine_problems(shape: sh.Shape) -> list[str]:
-    """Everything that keeps this machine from hosting the sandbox, each with what to do."""
-    if platform.system() != "Linux":
-        return [f"the sandbox needs Linux (this is {platform.system()}): its hosts are Linux namespaces and "
-                f"systemd-nspawn containers; on macOS or Windows use the Vagrantfile"]
-    if os.geteuid() != 0:
-        return ["the sandbox needs root (it creates network namespaces, mounts and cgroups): run it with sudo"]
-    from kubeboot.sandbox import hosts
+    """Everything that keeps this machine from hosting the sandbox, each with what to do (the package to install)."""
+    from kubeboot.sandbox import checks
 
-    out = list(hosts.prerequisites())
-    need, avail = shape.memory_needed(), mem_available()
-    if avail is not None and avail < need:
-        out.append(f"not enough memory: {len(shape.hosts())} hosts ({shape.control_planes} control planes, "
-                   f"{shape.workers} workers) need about {need >> 20} MiB, {avail >> 20} MiB is available; "
-                   f"use fewer --workers/--control-planes or free memory")
-    return out
-
-
-def mem_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    bad = checks.machine_problems()
+    if bad:
+        return bad
+    lbs = sum(1 for _n, r in shape.hosts() if r == "load-balancer")
+    return checks.memory_problems(shape.control_planes, shape.workers, lbs)
 
 
 def check(run: Run) -> str:
@@ -149,12 +132,17 @@ def check(run: Run) -> str:
                                       hint="nothing was created")
     from kubeboot.sandbox import hosts
 
-    uses = hosts.subnet_uses(run.req.shape.subnet, exclude=run.req.name)
+    uses = hosts.subnet_uses(run.req.shape.subnet, exclude=run.req.name, root=SANDBOX_ROOT)
     if uses:
         raise SandboxConflictError(f"subnet {run.req.shape.subnet} is in use: {'; '.join(uses)}",
                                    hint="pick a free private /24 with --subnet (e.g. 10.201.0.0/24); nothing "
                                         "was created")
-    return f"{platform.node()}: root, namespaces, systemd-nspawn, debootstrap; memory for {len(run.req.shape.hosts())} hosts"
+    from kubeboot.sandbox import checks
+
+    lbs = sum(1 for _n, r in run.req.shape.hosts() if r == "load-balancer")
+    need = checks.memory_needed(run.req.shape.control_planes, run.req.shape.workers, lbs)
+    return (f"{platform.node()}: root, namespaces, systemd-nspawn; {len(run.req.shape.hosts())} hosts need about "
+            f"{need >> 20} MiB of {checks.memory_available() >> 20} MiB available; subnet {run.req.shape.subnet} free")
 
 
 def take_bundle(run: Run) -> str:
@@ -180,8 +168,8 @@ def take_bundle(run: Run) -> str:
 def _lab(name: str, shape: sh.Shape, root: Path) -> Any:
     from kubeboot.sandbox import hosts
 
-    return hosts.SystemdLab(name, names=shape.names(), netns_prefix=NETNS_PREFIX, base_dir=root / "hosts",
-                            subnet=shape.subnet)
+    return hosts.SystemdHosts(name, names=shape.names(), state_dir=root / "hosts", netns_prefix=NETNS_PREFIX,
+                              subnet=shape.subnet, users=())
 
 
 def start_hosts(run: Run) -> str:
@@ -314,6 +302,32 @@ def require(name: str) -> tuple[Files, dict[str, Any]]:
     return got
 
 
+def stop_clients(root: Path, grace: float = 10.0) -> list[int]:
+    """Processes working on this sandbox from the machine (a `kubeboot up` whose `sandbox up` was killed, a
+    `sandbox kubectl`): they name its directory on their command line. SIGTERM, then SIGKILL after `grace`."""
+    me = {os.getpid(), os.getppid()}
+    needle = (str(root) + "/").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in me:
+            continue
+        try:
+            if needle in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            continue
+    for sig in (15, 9):
+        for pid in found:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in found):
+            time.sleep(0.1)
+    return found
+
+
 def down(name: str, reporter: output.Reporter, quiet_if_absent: bool = False) -> list[str]:
     """Stop every host, remove namespaces, mounts, cgroups and files; return what could not be removed."""
     from kubeboot.sandbox import hosts
@@ -323,6 +337,7 @@ def down(name: str, reporter: output.Reporter, quiet_if_absent: bool = False) ->
         if not quiet_if_absent:
             reporter.info("down", None, f"no sandbox {name!r}: nothing to remove")
         return []
+    stop_clients(files.root)
     hosts.teardown(name, NETNS_PREFIX, files.root / "hosts")
     left = hosts.leftovers(name, NETNS_PREFIX, files.root / "hosts")
     if not left:
