@@ -250,15 +250,19 @@ def bundle() -> None:
 @click.option("--version", "k8s_version", metavar="VERSION",
               help=f"Kubernetes version (1.MINOR or 1.MINOR.PATCH; supported minors {', '.join(SUPPORTED_MINORS)}). "
                    f"Default: {RELEASES[DEFAULT_MINOR].latest_patch}.")
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Bundle directory (new, empty, or an earlier bundle: only what changed is copied).")
+@click.option("-o", "--output", "out", default=None, type=click.Path(path_type=Path, file_okay=False),
+              help="Bundle directory (new, empty, or an earlier bundle: only what changed is copied). Default: "
+                   "<cache>/bundles/v<VERSION>, where `kubeboot sandbox up` looks for one.")
 @click.option("--from-source", is_flag=True,
               help="Build every artifact from the Go module proxy and this machine's apt sources (cached by version).")
-def bundle_build(k8s_version: str | None, out: Path, from_source: bool) -> None:
+def bundle_build(k8s_version: str | None, out: Path | None, from_source: bool) -> None:
     """Build the offline bundle of a Kubernetes version into DIR: packages for nodes, load balancers and tools,
     every image archive, kubectl, and manifest.json (written last) with each artifact's sha256."""
-    from kubeboot.bundle.build import BuildRequest, build, summary
+    from kubeboot.bundle.build import BuildRequest, build, summary, target_version
+    from kubeboot.bundle.manifest import default_dir as default_bundle_dir
 
+    if out is None:
+        out = default_bundle_dir(target_version(k8s_version))
     rep = output.Reporter()
     rep.done(summary(build(BuildRequest(out, k8s_version, from_source), rep)))
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kubeboot.cache import cache_root
 from kubeboot.errors import BundleError
 
 MANIFEST = "manifest.json"
@@ -61,6 +62,11 @@ class Manifest:
 
     def total_bytes(self) -> int:
         return sum(e.size for e in self.entries)
+
+
+def default_dir(version: str) -> Path:
+    """Where `kubeboot bundle build` puts a version's bundle without -o, and `kubeboot sandbox up` looks for one."""
+    return cache_root() / "bundles" / f"v{version}"
 
 
 def hash_file(path: Path) -> tuple[str, int]:

@@ -27,7 +27,7 @@ import yaml
 
 from kubeboot import output
 from kubeboot.bundle.manifest import Bundle, load_bundle
-from kubeboot.cache import cache_root
+from kubeboot.bundle.manifest import default_dir as default_bundle_dir
 from kubeboot.config.versions import resolve_version
 from kubeboot.errors import (
     BundleError,
@@ -45,11 +45,6 @@ UP_TIMEOUT = 3600.0
 
 def sandbox_dir(name: str) -> Path:
     return SANDBOX_ROOT / name
-
-
-def default_bundle_dir(version: str) -> Path:
-    """Where `kubeboot bundle build` puts a version's bundle when no -o is given."""
-    return cache_root() / "bundles" / f"v{version}"
 
 
 @dataclass(frozen=True)
