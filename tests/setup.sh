@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PKGS=(openssl curl apt-utils nginx libnginx-mod-stream containerd openssh-server openssh-client openssh-sftp-server iproute2 sudo procps psmisc libfaketime
       netcat-openbsd util-linux iptables conntrack ethtool socat ebtables)
 PKGS+=(ruby vagrant)  # tests/unit/test_vagrant.py: ruby -c and vagrant validate on the Vagrantfile
-PKGS+=(gcc libc6-dev binutils)  # tests/reference/images.py: the static pause binary; build.sh: cgo flanneld
+PKGS+=(gcc libc6-dev binutils jq)  # bundle images: the static pause binary; build.sh: cgo flanneld, go mod JSON
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
