@@ -839,7 +839,7 @@ def sandbox() -> None:
 @sandbox.command("up")
 @_sandbox_name
 @click.option("--control-planes", default=3, show_default=True, type=int, help="Control planes (odd, 1-7).")
-@click.option("--workers", default=2, show_default=True, type=int, help="Workers (0-50).")
+@click.option("--workers", default=2, show_default=True, type=int, help="Workers (0-200; memory permitting).")
 @click.option("--lb", default="external-nginx", show_default=True, type=click.Choice(["external-nginx", "node-local"]),
               help="An nginx host in front of the API servers, or nginx on 127.0.0.1 on every worker.")
 @click.option("--version", "version", default=None, metavar="V",

@@ -12,7 +12,7 @@ from kubeboot.errors import ConfigError, Problem
 
 LB_MODES = (LoadBalancerMode.EXTERNAL_NGINX.value, LoadBalancerMode.NODE_LOCAL.value)
 MAX_CONTROL_PLANES = 7
-MAX_WORKERS = 50
+MAX_WORKERS = 200  # a /24 holds 253 hosts; memory is checked separately
 DEFAULT_SUBNET = "10.200.0.0/24"
 # What every sandbox host is: a container sharing this machine's kernel. Settings a user would set for such hosts:
 #  - the kubelet refuses cgroup v1 since 1.35 unless failCgroupV1 is false (only set on a cgroup v1 machine);

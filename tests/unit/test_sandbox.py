@@ -39,7 +39,7 @@ def test_the_inventory_is_valid_and_names_every_host(lb: str, endpoint: str) -> 
 @pytest.mark.parametrize("shape, field, says", [
     (Shape(2, 2, "external-nginx", "1.37.2"), "--control-planes", "odd number"),
     (Shape(9, 2, "external-nginx", "1.37.2"), "--control-planes", "between 1 and 7"),
-    (Shape(3, -1, "external-nginx", "1.37.2"), "--workers", "between 0 and 50"),
+    (Shape(3, -1, "external-nginx", "1.37.2"), "--workers", "between 0 and 200"),
     (Shape(3, 2, "haproxy", "1.37.2"), "--lb", "one of external-nginx, node-local"),
     (Shape(3, 2, "external-nginx", "1.37.2", "10.200.0.0/16"), "--subnet", "a private IPv4 /24"),
     (Shape(3, 2, "external-nginx", "1.37.2", "8.8.8.0/24"), "--subnet", "a private IPv4 /24"),
