@@ -155,15 +155,17 @@ def test_refusals_create_nothing(sandbox: subprocess.CompletedProcess[str], bund
         got = kb("sandbox", "up", "--name", other, "--bundle", str(bundle), "--subnet", "10.201.0.0/24",
                  "--workers", "200", timeout=120)
         assert got.returncode == 28 and "not enough memory" in got.stderr, got.stderr
-    # a missing tool: a PATH without systemd-nspawn
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
-        for p in Path(d).iterdir() if Path(d).is_dir() else ():
-            if p.name != "systemd-nspawn" and not (bin_dir / p.name).exists():
-                (bin_dir / p.name).symlink_to(p)
-    got = kb("sandbox", "up", "--name", other, "--bundle", str(bundle), "--subnet", "10.201.0.0/24",
-             env={"PATH": str(bin_dir)}, timeout=120)
+    # a missing program: systemd-nspawn hidden (a non-executable file bound over it in a private mount namespace)
+    nspawn = shutil.which("systemd-nspawn")
+    assert nspawn
+    blank = tmp_path / "blank"
+    blank.write_text("")
+    blank.chmod(0o644)
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'mount --bind "$0" {nspawn} && exec "$@"',
+            str(blank), sys.executable, "-m", "kubeboot.cli", "sandbox", "up", "--name", other, "--bundle", str(bundle),
+            "--subnet", "10.201.0.0/24"]
+    got = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     assert got.returncode == 28 and "systemd-nspawn" in got.stderr and "systemd-container" in got.stderr, got.stderr
     # a bad flag
     got = kb("sandbox", "up", "--name", other, "--control-planes", "2", timeout=60)
