@@ -855,17 +855,13 @@ def sandbox_up(name: str, control_planes: int, workers: int, lb: str, version: s
                subnet: str, wait_timeout: float) -> None:
     """Create the sandbox's hosts and build the cluster on them; a second run changes nothing."""
     from kubeboot.bundle.manifest import read_manifest
-    from kubeboot.config.versions import DEFAULT_MINOR, resolve_version
+    from kubeboot.bundle.build import target_version
     from kubeboot.sandbox.shape import Shape
     from kubeboot.workflows import sandbox as sb
 
     if version is None and bundle is not None:
         version = read_manifest(bundle).kubernetes_version
-    try:
-        v = resolve_version(version or DEFAULT_MINOR).version
-    except ValueError as exc:
-        raise ConfigError([Problem("--version", str(exc))], source="flags") from None
-    shape = Shape(control_planes, workers, lb, v, subnet)
+    shape = Shape(control_planes, workers, lb, target_version(version), subnet)
     rep = output.Reporter()
     run = sb.up(sb.UpRequest(name, shape, bundle, wait_timeout), rep)
     output.result(sb.nodes_table(run))

@@ -182,9 +182,6 @@ def verify_manifest(root: Path, m: Manifest) -> None:
                                f"--version {m.kubernetes_version} -o {root}` or copy it again")
 
 
-verify = verify_manifest
-
-
 @dataclass(frozen=True)
 class Bundle:
     root: Path

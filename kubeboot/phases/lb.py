@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from kubeboot.config.model import Host
 from kubeboot.phases.base import Phase, PhaseContext
-from kubeboot.phases.runtime import OFFLINE_LB_DIR
+from kubeboot.phases.runtime import OFFLINE_LB_DIR, upload_packages
 from kubeboot.plan.actions import Action, RunCommand, compare_file
-from kubeboot.plan.artifact import Artifact
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
 # The stream module is a separate package on Debian/Ubuntu and RHEL-likes.
@@ -29,10 +28,7 @@ def lb_actions(ctx: PhaseContext, host: Host) -> list[Action]:
     if "nginx" not in f.binaries and ctx.options.lb_packages:
         # an offline bundle's nginx: uploaded (compared like any file, so a retry does not upload again), installed
         # with nothing fetched from a repository
-        for name, data in ctx.options.lb_packages:
-            w = compare_file(Artifact(f"{OFFLINE_LB_DIR}/{name}", data, 0o644), f.files.get(f"{OFFLINE_LB_DIR}/{name}"))
-            if w is not None:
-                out.append(w)
+        out += upload_packages(f, OFFLINE_LB_DIR, ctx.options.lb_packages)
         out.append(RunCommand(f"DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Options::=--force-confold install "
                               f"-y --no-install-recommends {OFFLINE_LB_DIR}/*.deb",
                               "nginx is not installed (from the bundle)", timeout=600))

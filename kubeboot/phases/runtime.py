@@ -4,11 +4,13 @@ repository (held at that version), or all of them from packages the user supplie
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 
 from kubeboot.config.model import Host, Role
 from kubeboot.phases.base import Phase, PhaseContext
 from kubeboot.plan.actions import Action, RunCommand, compare_file
 from kubeboot.plan.artifact import Artifact
+from kubeboot.plan.facts import HostFacts
 
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 APT_SOURCE = "/etc/apt/sources.list.d/kubernetes.list"
@@ -42,6 +44,18 @@ def apt_repository_line(ctx: PhaseContext) -> str:
     return (f"deb [signed-by={APT_KEYRING}] https://pkgs.k8s.io/core:/stable:/v{ctx.config.version.minor}/deb/ /")
 
 
+def upload_packages(f: HostFacts, directory: str, packages: Sequence[tuple[str, bytes]]) -> list[Action]:
+    """Supplied package files into `directory` on the host, each compared like any file (a retry or a converged
+    host uploads nothing again; the runner gathers their digests)."""
+    out: list[Action] = []
+    for name, data in packages:
+        art = Artifact(f"{directory}/{name}", data, 0o644)
+        w = compare_file(art, f.files.get(art.path))
+        if w is not None:
+            out.append(w)
+    return out
+
+
 def plan_packages(ctx: PhaseContext, host: Host) -> list[Action]:
     f = ctx.facts[host.name]
     out: list[Action] = []
@@ -51,11 +65,7 @@ def plan_packages(ctx: PhaseContext, host: Host) -> list[Action]:
         return []
     ver = package_version(ctx)
     if ctx.options.offline_packages:
-        for name, data in ctx.options.offline_packages:
-            art = Artifact(f"{OFFLINE_DIR}/{name}", data, 0o644)
-            w = compare_file(art, f.files.get(art.path))
-            if w is not None:
-                out.append(w)
+        out += upload_packages(f, OFFLINE_DIR, ctx.options.offline_packages)
         if f.package_manager == "apt":
             # --no-install-recommends: offline means nothing may be fetched from a repository
             out.append(RunCommand(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "

@@ -54,10 +54,14 @@ class Shape:
         if bad:
             raise ConfigError(bad, source="flags")
 
+    @property
+    def load_balancers(self) -> int:
+        """Hosts of their own running nginx: one in external-nginx mode, none in node-local mode."""
+        return 1 if self.lb == LoadBalancerMode.EXTERNAL_NGINX.value else 0
+
     def hosts(self) -> list[tuple[str, str]]:
         """(name, role) in the order their addresses are given: the load balancer, control planes, workers."""
-        lb = [("lb1", "load-balancer")] if self.lb == LoadBalancerMode.EXTERNAL_NGINX.value else []
-        return [*lb, *((f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)),
+        return [*(("lb1", "load-balancer") for _ in range(self.load_balancers)), *((f"cp{i}", "control-plane") for i in range(1, self.control_planes + 1)),
                 *((f"w{i}", "worker") for i in range(1, self.workers + 1))]
 
     def names(self) -> list[str]:

@@ -12,14 +12,17 @@ Nothing leaves the sandbox's bridge and nothing is added to the machine's own ne
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,9 @@ import yaml
 from kubeboot import output
 from kubeboot.bundle.manifest import Bundle, load_bundle
 from kubeboot.bundle.manifest import default_dir as default_bundle_dir
-from kubeboot.config.versions import resolve_version
 from kubeboot.errors import (
     BundleError,
+    ClusterDegradedError,
     KubebootError,
     SandboxConflictError,
     SandboxUnsupportedError,
@@ -116,8 +119,7 @@ def machine_problems(shape: sh.Shape) -> list[str]:
     bad = checks.machine_problems()
     if bad:
         return bad
-    lbs = sum(1 for _n, r in shape.hosts() if r == "load-balancer")
-    return checks.memory_problems(shape.control_planes, shape.workers, lbs)
+    return checks.memory_problems(shape.control_planes, shape.workers, shape.load_balancers)
 
 
 def check(run: Run) -> str:
@@ -134,8 +136,8 @@ def check(run: Run) -> str:
                                         "was created")
     from kubeboot.sandbox import checks
 
-    lbs = sum(1 for _n, r in run.req.shape.hosts() if r == "load-balancer")
-    need = checks.memory_needed(run.req.shape.control_planes, run.req.shape.workers, lbs)
+    shape = run.req.shape
+    need = checks.memory_needed(shape.control_planes, shape.workers, shape.load_balancers)
     return (f"{platform.node()}: root, namespaces, systemd-nspawn; {len(run.req.shape.hosts())} hosts need about "
             f"{need >> 20} MiB of {checks.memory_available() >> 20} MiB available; subnet {run.req.shape.subnet} free")
 
@@ -232,16 +234,12 @@ SANDBOX_UP: tuple[Step, ...] = (
 
 
 def save_meta(files: Files, req: UpRequest) -> None:
-    import json
-
     files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     files.meta.write_text(json.dumps({"name": req.name, "shape": req.shape.to_dict(),
                                       "bundle": str(req.bundle) if req.bundle else None}, indent=2) + "\n")
 
 
 def load_meta(name: str) -> tuple[Files, dict[str, Any]] | None:
-    import json
-
     files = Files(sandbox_dir(name))
     try:
         return files, json.loads(files.meta.read_text())
@@ -300,25 +298,16 @@ def require(name: str) -> tuple[Files, dict[str, Any]]:
 def stop_clients(root: Path, grace: float = 10.0) -> list[int]:
     """Processes working on this sandbox from the machine (a `kubeboot up` whose `sandbox up` was killed, a
     `sandbox kubectl`): they name its directory on their command line. SIGTERM, then SIGKILL after `grace`."""
-    me = {os.getpid(), os.getppid()}
-    needle = (str(root) + "/").encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in me:
-            continue
-        try:
-            if needle in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
-        except OSError:
-            continue
-    for sig in (15, 9):
+    from kubeboot.sandbox.system import alive, all_pids, ancestors, cmdline
+
+    mine, needle = ancestors(), str(root) + "/"
+    found = [p for p in all_pids() if p not in mine and needle in cmdline(p)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in found:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in found):
+        while time.monotonic() < deadline and any(alive(p) for p in found):
             time.sleep(0.1)
     return found
 
@@ -347,8 +336,13 @@ def nodes_table(run: Run) -> str:
     return kubectl_output(run.req.name, run.files, ["get", "nodes", "-o", "wide"])
 
 
+def kubectl_argv(name: str, files: Files, args: Sequence[str]) -> list[str]:
+    """The sandbox's kubectl as its admin, in its controller namespace."""
+    return in_ctl(name, [str(files.kubectl), "--kubeconfig", str(files.admin), *args])
+
+
 def kubectl_output(name: str, files: Files, args: Sequence[str], timeout: float = 60.0) -> str:
-    argv = in_ctl(name, [str(files.kubectl), "--kubeconfig", str(files.admin), *args])
+    argv = kubectl_argv(name, files, args)
     res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if res.returncode != 0:
         raise KubebootError(f"kubectl {' '.join(args)} failed in sandbox {name!r}: {res.stderr.strip()[-500:]}",
@@ -383,12 +377,12 @@ def status(name: str, reporter: output.Reporter) -> int:
     if lab is None or not hosts.running(lab):
         reporter.warn("sandbox", None, f"sandbox {name!r} is not running (its processes are gone); "
                                        f"`kubeboot sandbox down --name {name}` cleans it up")
-        return 19
+        return ClusterDegradedError.exit_code
     for h in lab.hosts:
         reporter.info("sandbox", h.name, f"{h.address} {'running' if hosts.host_running(lab, h) else 'STOPPED'}")
     if not files.inventory.exists():
         reporter.warn("sandbox", None, "no inventory yet: the hosts are up but `kubeboot up` has not run")
-        return 19
+        return ClusterDegradedError.exit_code
     return subprocess.run(in_ctl(name, kubeboot_argv(files, lab, "status")), stdin=subprocess.DEVNULL).returncode
 
 
@@ -410,5 +404,5 @@ def exec_kubectl(name: str, args: Sequence[str]) -> None:
     if not files.admin.exists():
         raise KubebootError(f"sandbox {name!r} has no cluster yet (no {files.admin})",
                             hint=f"`kubeboot sandbox up --name {name}` builds it")
-    argv = in_ctl(name, [str(files.kubectl), "--kubeconfig", str(files.admin), *args])
+    argv = kubectl_argv(name, files, args)
     os.execvp(argv[0], argv)

@@ -131,8 +131,7 @@ class BundleInputs:
     """What `up --bundle DIR` installs, read and digest-checked whole before any host is touched."""
 
     bundle: Bundle
-    options: RunOptions
-    archives: tuple[tuple[str, ImageArchive], ...]
+    options: RunOptions  # with the bundle's node and lb packages and image archives
 
 
 def bundle_inputs(directory: Path, cfg: ClusterConfig, options: RunOptions) -> BundleInputs:
@@ -150,8 +149,9 @@ def bundle_inputs(directory: Path, cfg: ClusterConfig, options: RunOptions) -> B
                           hint="build it again with `kubeboot bundle build`")
     opts = replace(options, offline_packages=tuple((p.name, p.read_bytes()) for p in node),
                    lb_packages=tuple((p.name, p.read_bytes()) for p in b.packages("lb")),
-                   packages_distribution=b.manifest.distribution)
-    return BundleInputs(b, opts, read_image_archives(b.images("node")))
+                   packages_distribution=b.manifest.distribution,
+                   image_archives=read_image_archives(b.images("node")))
+    return BundleInputs(b, opts)
 
 
 def archive_dir(images: Path | None, inventory: Path, cfg_dir: str | None) -> tuple[Path, str] | None:
@@ -192,13 +192,13 @@ def up(req: UpRequest, reporter: output.Reporter,
     rendered = render(req.inventory, req.state_dir)
     for w in rendered.config.warnings:
         reporter.warn("config", None, w)
-    options = req.options
+    options = bundled.options if bundled is not None else req.options
     where = ((bundled.bundle.images_dir, "--bundle") if bundled is not None else
              archive_dir(req.images, req.inventory, rendered.config.image_archive_dir))
     if where is not None:
-        archives = bundled.archives if bundled is not None else load_image_archives(*where)
-        options = replace(bundled.options if bundled is not None else options, image_archives=archives)
-        have = {ref for _p, a in archives for ref in a.refs}
+        if bundled is None:
+            options = replace(options, image_archives=load_image_archives(*where))
+        have = {ref for _p, a in options.image_archives for ref in a.refs}
         missing = [ref for ref in required_images(rendered.config) if ref not in have]
         if missing:
             reporter.warn("images", None, f"{len(missing)} image(s) the cluster needs are in no archive of "
